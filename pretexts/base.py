@@ -1,0 +1,81 @@
+"""The pretext-task interface (DESIGN.md, "Pretext interface").
+
+A pretext task is an ``nn.Module`` that owns its head. The training loop calls, per step::
+
+    inputs, targets = pretext.views(images)          # what the feature extractor sees
+    inputs = lens(inputs)                            # the lens edits exactly those pixels
+    features = pretext.embed(backbone, inputs)       # (N, num_features) by default backbone(inputs)
+    loss, metrics = pretext.loss(features, targets)  # the feature extractor minimises this
+    adv = pretext.adversarial_loss(features, targets, mode)   # the lens minimises this
+
+``images`` are float ``(B, C, H, W)`` in [0, 1] on the training device.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ADVERSARIAL_MODES = ("full", "least_likely", "random_wrong")
+
+
+class Pretext(nn.Module):
+    """Base class. Subclasses set ``classification`` and implement ``views``, ``logits`` (or override
+    ``loss`` and ``adversarial_loss`` when the task is not a classification)."""
+
+    #: True when the task is a classification over ``num_classes`` pretext labels; this is what
+    #: ``least_likely`` and ``random_wrong`` adversarial targets need.
+    classification: bool = True
+    num_classes: int = 0
+
+    def views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def embed(self, backbone: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        """Features of ``inputs``; patch tasks override this to run the shared trunk per patch."""
+        return backbone(inputs)
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, features: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Cross-entropy of the head's logits; metrics hold detached tensors (no host sync here)."""
+        logits = self.logits(features)
+        loss = nn.functional.cross_entropy(logits.float(), targets)
+        acc = (logits.argmax(-1) == targets).float().mean()
+        return loss, {"loss": loss.detach(), "acc": acc.detach()}
+
+    def adversarial_loss(self, features: torch.Tensor, targets: torch.Tensor, mode: str) -> torch.Tensor:
+        """What the lens *minimises* (Minderer et al. 2020, Sec. 3; DESIGN.md):
+
+        - ``full``: the negated pretext loss;
+        - ``least_likely``: cross-entropy towards ``argmin_y p(y | F(x'))`` per example;
+        - ``random_wrong``: cross-entropy towards a uniformly random class other than the true one
+          (non-saturating, and with no fixed direction to redirect the shortcut to).
+        """
+        if mode == "full":
+            return -self.loss(features, targets)[0]
+        if mode not in ADVERSARIAL_MODES:
+            raise ValueError(f"Unknown adversarial mode '{mode}'. Valid modes: {', '.join(ADVERSARIAL_MODES)}")
+        if not self.classification:
+            raise ValueError(
+                f"adversarial mode '{mode}' needs a classification pretext; {type(self).__name__} is not one. "
+                "Use lens.mode=full."
+            )
+        logits = self.logits(features).float()
+        if mode == "least_likely":
+            adv_targets = least_likely_targets(logits)
+        else:
+            adv_targets = random_wrong_targets(targets, self.num_classes)
+        return nn.functional.cross_entropy(logits, adv_targets)
+
+
+def least_likely_targets(logits: torch.Tensor) -> torch.Tensor:
+    """``argmin_y p(y|x)`` per row of ``(N, K)`` logits (softmax is monotone, so argmin of logits)."""
+    return logits.detach().argmin(dim=-1)
+
+
+def random_wrong_targets(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """A uniformly random class different from ``targets`` (shape ``(N,)``), drawn from the global RNG."""
+    offset = torch.randint(1, num_classes, targets.shape, device=targets.device)
+    return (targets + offset) % num_classes

@@ -1,0 +1,56 @@
+"""Shared plumbing of the Hydra entry points: config location, device choice, one-line errors."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+if not Path(CONF_DIR).is_dir():  # running from a source checkout without an install
+    CONF_DIR = str(Path(__file__).resolve().parents[2] / "experiments" / "conf")
+
+
+def resolve_device(name: str) -> torch.device:
+    from shortcutlens import distributed as dist
+
+    if name not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"Unknown device '{name}'. Valid devices: auto, cpu, cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda was asked for but no CUDA device is available (use device=auto or cpu)")
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    torch.cuda.set_device(dist.local_rank())
+    return torch.device("cuda", dist.local_rank())
+
+
+def clear_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the errors a user can cause (bad names, missing data, bad checkpoints) into one line on
+    stderr and exit status 2, instead of a traceback."""
+    from shortcutlens.checkpoint import CheckpointError
+    from shortcutlens.data import DataNotFoundError
+    from shortcutlens.train.loop import NonFiniteLossError
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (DataNotFoundError, CheckpointError, NonFiniteLossError, ValueError, TypeError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper
+
+
+def register_schemas() -> None:
+    """Typed defaults for the Hydra groups whose settings are dataclasses."""
+    from hydra.core.config_store import ConfigStore
+
+    from shortcutlens.train.config import ProbeConfig, TrainerConfig
+
+    cs = ConfigStore.instance()
+    cs.store(group="trainer", name="base_trainer", node=TrainerConfig)
+    cs.store(group="probe", name="base_probe", node=ProbeConfig)

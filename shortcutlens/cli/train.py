@@ -1,0 +1,89 @@
+"""``shortcutlens-train``: the Hydra entry point of the training loop (the only place that sees a
+config object; components get plain keyword arguments)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from shortcutlens.cli.common import CONF_DIR, clear_errors, register_schemas, resolve_device
+
+register_schemas()
+
+
+def lens_spec(lens_cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split the ``lens`` group into the module's arguments and the game's (``AdversaryConfig``)."""
+    from shortcutlens.train.config import AdversaryConfig
+
+    game_keys = {f.name for f in dataclasses.fields(AdversaryConfig)}
+    module = {k: v for k, v in lens_cfg.items() if k not in game_keys}
+    game = {k: v for k, v in lens_cfg.items() if k in game_keys}
+    return module, game
+
+
+def apply_debug(cfg: dict[str, Any]) -> None:
+    """``debug=true``: a few tiny steps, a narrow lens, no probe of the untrained model."""
+    t = cfg["trainer"]
+    t.update(steps=min(t["steps"], 10), batch_size=min(t["batch_size"], 32), log_every=5, ckpt_every=10,
+             image_every=10, warmup_steps=min(t["warmup_steps"], 2))
+    cfg["probe"]["untrained"] = False
+    if cfg["lens"].get("name") != "none":
+        cfg["lens"]["width"] = min(cfg["lens"].get("width", 8), 8)
+
+
+def run(cfg: dict[str, Any], run_dir: str) -> dict[str, Any]:
+    """Train and probe from a resolved config dict; returns the results written to metrics.json."""
+    from shortcutlens import distributed as dist
+    from shortcutlens.build import build_components, build_data
+    from shortcutlens.train.config import AdversaryConfig, ProbeConfig, TrainerConfig
+    from shortcutlens.train.loop import Trainer
+
+    if cfg.get("debug"):
+        apply_debug(cfg)
+    device = resolve_device(cfg["device"])
+    dist.init(device)
+    lens_module, game = lens_spec(cfg["lens"])
+    spec = {"data": cfg["data"], "backbone": cfg["backbone"], "pretext": cfg["pretext"], "lens": lens_module,
+            "shortcut": cfg["shortcut"]}
+    import torch
+
+    torch.manual_seed(cfg["seed"])  # model initialisation
+    data = build_data(spec, seed=cfg["seed"])
+    parts = build_components(spec, in_chans=data.channels, image_size=data.image_size)
+    trainer = Trainer(
+        backbone=parts.backbone, pretext=parts.pretext, lens=parts.lens, shortcut=parts.shortcut, data=data,
+        trainer=TrainerConfig(**cfg["trainer"]), adversary=AdversaryConfig(**game), probe=ProbeConfig(**cfg["probe"]),
+        run_dir=run_dir, device=device, seed=cfg["seed"], resume=cfg["resume"], spec=spec, config=cfg,
+    )
+    if dist.is_main():
+        print(data.summary())
+    results = trainer.fit()
+    if dist.is_main():
+        summary = {k: results[k] for k in ("pretext_acc", "pretext_acc_clean", "pretext_acc_lensed", "edit_ratio",
+                                           "probe_acc", "probe_untrained_acc") if k in results}
+        print(json.dumps(summary, indent=2))
+        print(f"run directory: {run_dir}")
+    dist.cleanup()
+    return results
+
+
+@hydra.main(version_base=None, config_path=CONF_DIR, config_name="train")
+@clear_errors
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    run_dir = cfg.run_dir if hc.mode == RunMode.RUN else hc.runtime.output_dir
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved["run_dir"] = str(Path(run_dir))
+    run(resolved, str(run_dir))
+
+
+if __name__ == "__main__":
+    main()

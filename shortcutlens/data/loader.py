@@ -1,0 +1,86 @@
+"""Batches from an in-memory uint8 tensor, as a pure function of the global step.
+
+``loader.batch(step)`` returns the same images for the same ``(seed, step, rank)`` whether the run was
+interrupted or not, which is what makes resume-after-kill exact. The order within an epoch comes
+from ``torch.utils.data.DistributedSampler`` reseeded per epoch (``set_epoch``), so under torchrun each
+rank sees its own shard. Indexing is one ``index_select`` per batch: no per-sample Python work.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DistributedSampler
+
+from shortcutlens.data.base import Split
+
+# Datasets up to this size are moved to the accelerator whole; larger ones stay in pinned host memory.
+DEVICE_RESIDENT_BYTES = 2 << 30
+
+
+class BatchLoader:
+    """Args:
+    split: the images (uint8 ``(N, C, H, W)``) and labels.
+    batch_size: images per rank and step.
+    seed: seeds the per-epoch shuffle.
+    device: where batches are delivered.
+    rank, world_size: this process's shard (``DistributedSampler`` semantics, ``drop_last=True``).
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        *,
+        batch_size: int,
+        seed: int,
+        device: torch.device | str = "cpu",
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+    ) -> None:
+        self.device = torch.device(device)
+        self.sampler = DistributedSampler(
+            range(len(split)), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=True
+        )
+        self.steps_per_epoch = len(self.sampler) // batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"batch_size {batch_size} x {world_size} rank(s) is larger than the {len(split)} training images"
+            )
+        self.batch_size = batch_size
+        images, labels = split.images, split.labels
+        if self.device.type == "cuda":
+            if images.numel() <= DEVICE_RESIDENT_BYTES:
+                images, labels = images.to(self.device), labels.to(self.device)
+            else:
+                images, labels = images.pin_memory(), labels.pin_memory()
+        self.images, self.labels = images, labels
+        self._epoch = -1
+        self._order: torch.Tensor | None = None
+
+    def _order_for(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            self.sampler.set_epoch(epoch)
+            self._order = torch.tensor(list(iter(self.sampler)), dtype=torch.long, device=self.images.device)
+            self._epoch = epoch
+        assert self._order is not None
+        return self._order
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(uint8 images (B, C, H, W), labels (B,))`` for global ``step``, on ``self.device``."""
+        epoch, i = divmod(step, self.steps_per_epoch)
+        idx = self._order_for(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
+        x, y = self.images.index_select(0, idx), self.labels.index_select(0, idx)
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[0, 255]`` -> float32 ``[0, 1]`` (on whatever device the images are)."""
+    return images.float().div_(255.0)
+
+
+def iterate(split: Split, *, batch_size: int, device: torch.device | str = "cpu"):
+    """Sequential, unshuffled float batches ``(images [0, 1], labels)`` for feature extraction."""
+    for start in range(0, len(split), batch_size):
+        x = split.images[start : start + batch_size].to(device, non_blocking=True)
+        y = split.labels[start : start + batch_size].to(device, non_blocking=True)
+        yield to_float(x), y

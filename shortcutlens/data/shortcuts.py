@@ -1,0 +1,184 @@
+"""Shortcut injection: low-level cues that give a pretext task its answer without semantics.
+
+Applied on the device to float images in [0, 1] *before* the pretext transform, deterministic, with
+position, size and intensity as arguments. Each shortcut exposes ``region(h, w)``, a ``(1, 1, H, W)``
+mask of where it acts in the unrotated image, so the lens's edit inside it can be compared with the
+edit outside (None where the cue covers the whole image).
+
+- ``arrow``: the synthetic rotation shortcut of Minderer et al. (ICML 2020): a small mark pointing
+  "up", drawn before rotation, so it rotates with the image and gives the orientation away.
+- ``gradient``: a brightness ramp along the vertical axis (a second, smooth orientation cue).
+- ``chromatic_aberration``: colour channels scaled radially about the centre (red outwards, blue
+  inwards), so the colour fringe grows with distance from the centre and tells a patch where it was
+  cut (Doersch et al. 2015 found this cue; Noroozi & Favaro 2016 fight it). Grayscale input is first
+  replicated to 3 channels.
+- ``watermark``: a fixed logo (ring and bar) blended in at a fixed place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from shortcutlens.registry import Registry
+
+SHORTCUTS = Registry("shortcut", entry_point_group="shortcutlens.shortcuts")
+
+
+def create_shortcut(name: str, **kwargs: Any) -> "Shortcut | None":
+    """``create_shortcut("none")`` returns ``None``."""
+    return SHORTCUTS.create(name, **kwargs)
+
+
+def list_shortcuts() -> list[str]:
+    return SHORTCUTS.names()
+
+
+def _grid(h: int, w: int, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel-centre coordinates in [0, 1]: rows ``(H, 1)``, cols ``(1, W)``."""
+    ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
+    xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w
+    return ys[:, None], xs[None, :]
+
+
+class Shortcut(nn.Module):
+    def out_channels(self, in_chans: int) -> int:
+        return in_chans
+
+    def region(self, h: int, w: int, device: torch.device | None = None) -> torch.Tensor | None:
+        return None
+
+
+class _MaskShortcut(Shortcut):
+    """Blends a fixed ``mask`` into the image: ``x ← (1 − mask)·x + mask·intensity``."""
+
+    def __init__(self, *, position: tuple[float, float], size: float, intensity: float) -> None:
+        super().__init__()
+        if not 0 < size <= 1:
+            raise ValueError(f"shortcut size is a fraction of the image side in (0, 1], got {size}")
+        self.position, self.size, self.intensity = tuple(position), size, intensity
+
+    def mask(self, h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _local(self, h: int, w: int, device: torch.device | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Coordinates relative to the mark's box: u (top→bottom) and v (left→right) in [-0.5, 0.5]."""
+        ys, xs = _grid(h, w, device)
+        # Snap the box to whole pixels so the mark has the same shape at every resolution.
+        side = max(3, round(self.size * min(h, w)))
+        top = round(self.position[0] * h - side / 2)
+        left = round(self.position[1] * w - side / 2)
+        top, left = min(max(top, 0), h - side), min(max(left, 0), w - side)
+        u = (ys * h - top) / side - 0.5
+        v = (xs * w - left) / side - 0.5
+        return u, v
+
+    def region(self, h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
+        return (self.mask(h, w, device) > 0).float()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        m = self.mask(images.shape[-2], images.shape[-1], images.device).to(images.dtype)
+        return images * (1 - m) + m * self.intensity
+
+
+@SHORTCUTS.register("arrow")
+class Arrow(_MaskShortcut):
+    """An upward arrow (triangular head over a shaft) centred at ``position`` (fractions ``(y, x)``),
+    ``size`` a fraction of the image side, drawn with value ``intensity``."""
+
+    def __init__(self, *, position: tuple[float, float] = (0.2, 0.2), size: float = 0.25, intensity: float = 1.0) -> None:
+        super().__init__(position=position, size=size, intensity=intensity)
+
+    def mask(self, h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
+        u, v = self._local(h, w, device)
+        inside = (u.abs() <= 0.5) & (v.abs() <= 0.5)
+        head = (u < 0.0) & (v.abs() <= (u + 0.5) * 0.9 + 0.08)  # apex at the top
+        shaft = (u >= 0.0) & (v.abs() <= 0.14)
+        return (inside & (head | shaft)).float()[None, None]
+
+
+@SHORTCUTS.register("watermark")
+class Watermark(_MaskShortcut):
+    """A logo (a ring with a horizontal bar through it) at ``position``, blended with ``intensity``
+    as its pixel value (alpha 1 on the logo)."""
+
+    def __init__(self, *, position: tuple[float, float] = (0.85, 0.85), size: float = 0.3, intensity: float = 1.0) -> None:
+        super().__init__(position=position, size=size, intensity=intensity)
+
+    def mask(self, h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
+        u, v = self._local(h, w, device)
+        r = (u**2 + v**2).sqrt()
+        ring = (r >= 0.3) & (r <= 0.5)
+        bar = (u.abs() <= 0.1) & (v.abs() <= 0.5)
+        return (ring | bar).float()[None, None]
+
+
+@SHORTCUTS.register("gradient")
+class Gradient(Shortcut):
+    """Adds ``intensity·(0.5 − y)``: brighter at the top, darker at the bottom, clamped to [0, 1].
+    Covers the whole image, so ``region`` is None."""
+
+    def __init__(self, *, intensity: float = 0.3) -> None:
+        super().__init__()
+        self.intensity = intensity
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        ys, _ = _grid(images.shape[-2], images.shape[-1], images.device)
+        return (images + self.intensity * (0.5 - ys)).clamp(0, 1)
+
+
+@SHORTCUTS.register("chromatic_aberration")
+class ChromaticAberration(Shortcut):
+    """Red sampled at ``(1 − intensity)·p`` and blue at ``(1 + intensity)·p`` for each position ``p``
+    relative to ``position`` (the optical centre, fractions ``(y, x)``): red is magnified and blue
+    shrunk, so fringes grow linearly with the distance from the centre. ``region`` is the outer part
+    of the image (distance > ``size`` of the half-diagonal), where the fringe is widest."""
+
+    def __init__(self, *, position: tuple[float, float] = (0.5, 0.5), size: float = 0.5, intensity: float = 0.06) -> None:
+        super().__init__()
+        self.position, self.size, self.intensity = tuple(position), size, intensity
+
+    def out_channels(self, in_chans: int) -> int:
+        return 3
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        if images.shape[1] != 3:
+            raise ValueError(f"chromatic_aberration needs 1 or 3 channels, got {images.shape[1]}")
+        b, _, h, w = images.shape
+        ys, xs = _grid(h, w, images.device)
+        cy, cx = self.position
+        # grid_sample coordinates in [-1, 1]; offsets from the optical centre are scaled per channel.
+        gy = (ys - cy).expand(h, w) * 2
+        gx = (xs - cx).expand(h, w) * 2
+        centre = torch.tensor([cx * 2 - 1, cy * 2 - 1], device=images.device)
+        out = [images[:, 1]]
+        for channel, scale in ((0, 1 - self.intensity), (2, 1 + self.intensity)):
+            grid = torch.stack([gx * scale, gy * scale], dim=-1) + centre
+            sampled = F.grid_sample(images[:, channel : channel + 1], grid.expand(b, h, w, 2).to(images.dtype),
+                                    mode="bilinear", padding_mode="border", align_corners=False)
+            out.insert(channel, sampled[:, 0])
+        return torch.stack(out, dim=1)
+
+    def region(self, h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
+        ys, xs = _grid(h, w, device)
+        cy, cx = self.position
+        dist = ((ys - cy) ** 2 + (xs - cx) ** 2).sqrt() / (0.5 * 2**0.5)
+        return (dist > self.size).float()[None, None]
+
+
+@SHORTCUTS.register("none")
+def no_shortcut(**_: Any) -> None:
+    return None
+
+
+def edit_ratio(edit: torch.Tensor, region: torch.Tensor) -> float:
+    """Mean |edit| inside ``region`` over mean |edit| outside. ``edit`` ``(B, C, H, W)``, region ``(1, 1, H, W)``."""
+    e = edit.abs().mean(dim=(0, 1))
+    m = region[0, 0].to(e.device).bool()
+    inside, outside = e[m].mean(), e[~m].mean()
+    return (inside / outside.clamp_min(1e-12)).item()

@@ -1,0 +1,2 @@
+"""Evaluations of frozen representations. Evaluators read checkpoints and features, never the
+training loop."""

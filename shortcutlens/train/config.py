@@ -1,0 +1,47 @@
+"""Typed settings of the training loop and the adversarial lens game (defaults live here; the YAML
+files under experiments/conf hold only overrides)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class TrainerConfig:
+    steps: int = 500
+    batch_size: int = 128
+    optimizer: str = "sgd"          # sgd | adamw | adam
+    lr: float = 0.1                 # SGD 0.1 (Kolesnikov et al. 2019 use 0.1 × batch/256); AdamW ~1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    warmup_steps: int = 50
+    schedule: str = "cosine"        # cosine | constant
+    grad_clip: float = 0.0          # 0 disables
+    augment: list[str] = field(default_factory=list)
+    log_every: int = 25
+    ckpt_every: int = 500
+    image_every: int = 250          # lens-edit grid PNGs (0 disables)
+    amp: str = "auto"               # auto (bf16 on CUDA) | bf16 | off
+    channels_last: bool = False
+    compile: bool = False
+    progress: bool = True
+
+
+@dataclass
+class AdversaryConfig:
+    """How the lens plays against the feature extractor (Minderer et al. 2020; DESIGN.md)."""
+
+    mode: str = "least_likely"      # full | least_likely | random_wrong
+    rec_weight: float = 0.0         # λ of the reconstruction penalty λ·mean((x − x')²); 0 with a budget
+    lr: float = 1e-3                # Adam learning rate of the lens
+    feed_raw: bool = False          # also train the feature extractor on the raw batch (the paper does)
+    reverse_scale: float = 1.0      # gradient-reversal multiplier in full mode
+
+
+@dataclass
+class ProbeConfig:
+    features: str = "raw"           # raw | lensed | concat
+    l2: float = 1e-4
+    untrained: bool = True          # also probe the backbone at initialisation, for comparison
+    batch_size: int = 512
+    max_iter: int = 200

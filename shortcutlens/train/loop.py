@@ -1,0 +1,381 @@
+"""The training loop: one pretext task, an optional lens, read top to bottom.
+
+Per step (Minderer et al. 2020 for the lens; DESIGN.md for the data flow)::
+
+    x  = batch(step)                          uint8 -> float on the device
+    x  = shortcut(x); x = augment(x)          benchmarks only / kornia on the device
+    v, t = pretext.views(x)                   what the feature extractor sees
+    v' = lens(v)                              the lens edits exactly those pixels
+    F minimises pretext.loss(F(v'), t)        the lens minimises pretext.adversarial_loss(...) + λ·rec
+
+``full`` mode shares one forward and backward pass: a gradient-reversal layer between lens and
+backbone hands the lens the negated pretext gradient. ``least_likely``/``random_wrong`` also share the
+forward pass, then take two gradients (the pretext loss for F, the adversarial loss for the lens).
+
+Everything random is seeded from ``(seed, rank, step)`` at the start of each step and the batch is a
+pure function of the step, so a run resumed from a checkpoint continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from pretexts import Pretext
+from shortcutlens import distributed as dist
+from shortcutlens.checkpoint import load_checkpoint, save_checkpoint, unwrap
+from shortcutlens.data import ImageData
+from shortcutlens.data.augment import build_augment
+from shortcutlens.data.loader import BatchLoader, to_float
+from shortcutlens.data.shortcuts import Shortcut, edit_ratio
+from shortcutlens.eval.features import extract_features
+from shortcutlens.eval.linear import linear_probe
+from shortcutlens.lens import reverse_gradient
+from shortcutlens.train.config import AdversaryConfig, ProbeConfig, TrainerConfig
+from shortcutlens.train.optim import build_optimizer, lr_at, param_groups, set_lr
+from shortcutlens.visualize import edit_grid, save_png
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    return (seed * 1_000_003 + rank * 10_007 + step) % (2**63 - 1)
+
+
+def resolve_amp(amp: str, device: torch.device) -> bool:
+    if amp not in ("auto", "bf16", "off"):
+        raise ValueError(f"Unknown amp setting '{amp}'. Valid settings: auto, bf16, off")
+    return (amp == "auto" and device.type == "cuda") or amp == "bf16"
+
+
+class Trainer:
+    """Owns the models, optimizers and loader of one run; ``fit()`` trains and probes.
+
+    Args:
+        backbone, pretext, lens, shortcut: the components (``lens``/``shortcut`` may be None).
+        data: the dataset; SSL trains on ``data.train`` (labels unused), the probe uses train/test.
+        trainer, adversary, probe: typed settings.
+        run_dir: where checkpoints, TensorBoard events, metrics.json and PNGs go.
+        device: torch device; seed: the run's seed; resume: continue from ``run_dir/checkpoints``.
+        spec: names and arguments of the components, stored in checkpoints for rebuilding.
+        config: the full resolved config, written into metrics.json.
+    """
+
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        pretext: Pretext,
+        lens: nn.Module | None,
+        shortcut: Shortcut | None,
+        data: ImageData,
+        trainer: TrainerConfig,
+        adversary: AdversaryConfig,
+        probe: ProbeConfig,
+        run_dir: str | Path,
+        device: torch.device,
+        seed: int = 0,
+        resume: bool = False,
+        spec: dict[str, Any] | None = None,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        self.cfg, self.adv, self.probe_cfg = trainer, adversary, probe
+        self.run_dir = Path(run_dir)
+        self.device, self.seed, self.resume = device, seed, resume
+        self.spec, self.config = spec or {}, config or {}
+        self.data, self.shortcut = data, shortcut
+        self.rank, self.world = dist.rank(), dist.world_size()
+        self.amp = resolve_amp(trainer.amp, device)
+        if lens is not None and adversary.mode != "full" and not pretext.classification:
+            raise ValueError(
+                f"lens mode '{adversary.mode}' needs a classification pretext; {type(pretext).__name__} is not one. "
+                "Use lens.mode=full."
+            )
+
+        memory_format = torch.channels_last if trainer.channels_last else torch.preserve_format
+        self.backbone = backbone.to(device, memory_format=memory_format)
+        self.pretext = pretext.to(device)
+        self.lens = lens.to(device) if lens is not None else None
+        self.model_params = [p for m in (self.backbone, self.pretext) for p in m.parameters()]
+        self.optimizer = build_optimizer(
+            param_groups([self.backbone, self.pretext], trainer.weight_decay),
+            name=trainer.optimizer, lr=trainer.lr, momentum=trainer.momentum,
+        )
+        self.lens_optimizer = torch.optim.Adam(self.lens.parameters(), lr=adversary.lr) if self.lens is not None else None
+        if self.world > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            self.backbone = nn.parallel.DistributedDataParallel(self.backbone, device_ids=ids)
+            self.pretext = nn.parallel.DistributedDataParallel(self.pretext, device_ids=ids) if any(
+                p.requires_grad for p in self.pretext.parameters()) else self.pretext
+            if self.lens is not None:
+                self.lens = nn.parallel.DistributedDataParallel(self.lens, device_ids=ids)
+        self.forward_backbone: nn.Module = torch.compile(self.backbone) if trainer.compile else self.backbone
+        self.augment = build_augment(trainer.augment, image_size=data.image_size).to(device)
+        self.loader = BatchLoader(data.train, batch_size=trainer.batch_size, seed=seed, device=device,
+                                  rank=self.rank, world_size=self.world)
+        self.step = 0
+        self.extra_state: dict[str, Any] = {}
+        self.writer = None
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, step: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(step_seed(self.seed, self.rank, step))
+        lr = lr_at(step, base_lr=self.cfg.lr, total_steps=self.cfg.steps, warmup_steps=self.cfg.warmup_steps,
+                   schedule=self.cfg.schedule)
+        set_lr(self.optimizer, lr)
+        pretext = unwrap(self.pretext)
+        x, _ = self.loader.batch(step)
+        x = to_float(x)
+        if self.shortcut is not None:
+            x = self.shortcut(x)
+        x = self.augment(x)
+        inputs, targets = pretext.views(x)
+        if self.cfg.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.lens_optimizer is not None:
+            self.lens_optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            if self.lens is None:
+                features = pretext.embed(self.forward_backbone, inputs)
+                loss, metrics = pretext.loss(features, targets)
+                total = loss
+            else:
+                lensed = self.lens(inputs)
+                rec = (lensed.float() - inputs.float()).pow(2).mean()
+                n = inputs.shape[0]
+                if self.adv.mode == "full":
+                    # One pass for both players: identity forward, negated gradient into the lens.
+                    seen = reverse_gradient(lensed, self.adv.reverse_scale)
+                else:
+                    seen = lensed
+                if self.adv.feed_raw:
+                    seen = torch.cat([seen, inputs])
+                features = pretext.embed(self.forward_backbone, seen)
+                loss, metrics = pretext.loss(features[:n], targets)
+                if self.adv.feed_raw:
+                    raw_loss, raw_metrics = pretext.loss(features[n:], targets)
+                    loss = loss + raw_loss
+                    metrics["acc_raw"] = raw_metrics["acc"]
+                metrics["rec"] = rec.detach()
+                metrics["edit"] = (lensed.detach() - inputs).abs().mean()
+                if self.adv.mode == "full":
+                    total = loss + self.adv.rec_weight * rec
+                else:
+                    adv_loss = pretext.adversarial_loss(features[:n], targets, self.adv.mode) + self.adv.rec_weight * rec
+                    metrics["adv_loss"] = adv_loss.detach()
+        if self.lens is None or self.adv.mode == "full":
+            total.backward()
+        else:
+            lens_params = [p for p in self.lens.parameters()]
+            loss.backward(inputs=self.model_params, retain_graph=True)
+            adv_loss.backward(inputs=lens_params)
+        if self.cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model_params, self.cfg.grad_clip)
+        self.optimizer.step()
+        if self.lens_optimizer is not None:
+            self.lens_optimizer.step()
+        metrics["lr"] = torch.tensor(lr)
+        return metrics
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> dict[str, Any]:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt_path = self.run_dir / "checkpoints" / "latest.pt"
+        if self.resume and ckpt_path.is_file():
+            self.load(ckpt_path)
+        elif self.probe_cfg.untrained and self.rank == 0:
+            self.extra_state["probe_untrained"] = self.run_probe(desc="probe (untrained)")["accuracy"]
+        if self.rank == 0:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step)
+        bar = tqdm(total=self.cfg.steps, initial=self.step, desc="train", disable=not (self.cfg.progress and self.rank == 0),
+                   dynamic_ncols=True)
+        window: dict[str, list[torch.Tensor]] = {}
+        last_log, last_step = time.perf_counter(), self.step
+        images_per_step = self.cfg.batch_size * self.world
+        self.backbone.train()
+        while self.step < self.cfg.steps:
+            metrics = self.train_step(self.step)
+            for k, v in metrics.items():
+                window.setdefault(k, []).append(v)
+            self.step += 1
+            bar.update(1)
+            if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+                # The only host-device synchronisation: once per logging interval.
+                means = {k: torch.stack(v).float().mean().item() for k, v in window.items()}
+                window.clear()
+                now = time.perf_counter()
+                means["images_per_s"] = images_per_step * (self.step - last_step) / max(now - last_log, 1e-9)
+                last_log, last_step = now, self.step
+                if not math.isfinite(means["loss"]):
+                    raise NonFiniteLossError(f"pretext loss became {means['loss']} by step {self.step}; last checkpoint kept")
+                means.update(self.lens_diagnostics())
+                self.last_metrics = means
+                bar.set_postfix({k: f"{means[k]:.3g}" for k in ("loss", "acc", "edit", "edit_ratio", "images_per_s") if k in means})
+                if self.writer is not None:
+                    for k, v in means.items():
+                        self.writer.add_scalar(f"train/{k}", v, self.step)
+            if self.lens is not None and self.cfg.image_every and (self.step % self.cfg.image_every == 0 or self.step == self.cfg.steps):
+                self.save_edit_grid()
+            if self.step % self.cfg.ckpt_every == 0 or self.step == self.cfg.steps:
+                if not torch.isfinite(metrics["loss"]).item():  # never overwrite a good checkpoint with NaNs
+                    raise NonFiniteLossError(f"pretext loss became non-finite at step {self.step}; last checkpoint kept")
+                self.save(ckpt_path)
+        bar.close()
+        results = self.finish()
+        if self.writer is not None:
+            self.writer.close()
+        return results
+
+    # ------------------------------------------------------------------ lens diagnostics
+    @torch.no_grad()
+    def lens_diagnostics(self) -> dict[str, float]:
+        """Edit inside/outside the shortcut's region, on upright shortcut-bearing training images."""
+        if self.lens is None or self.rank != 0:
+            return {}
+        x, _ = self.loader.batch(self.step)
+        x = to_float(x[:64])
+        if self.shortcut is not None:
+            x = self.shortcut(x)
+        lens = unwrap(self.lens)
+        out: dict[str, float] = {}
+        edit = lens.apply(x) - x
+        region = self.shortcut.region(x.shape[-2], x.shape[-1], x.device) if self.shortcut is not None else None
+        if region is not None:
+            out["edit_ratio"] = edit_ratio(edit, region)
+        return out
+
+    def save_edit_grid(self) -> None:
+        if self.rank != 0:
+            return
+        x, _ = self.loader.batch(0)
+        x = to_float(x[:8])
+        if self.shortcut is not None:
+            x = self.shortcut(x)
+        grid = edit_grid(x, unwrap(self.lens).apply(x))
+        path = save_png(grid, self.run_dir / "edits" / f"step_{self.step:06d}.png")
+        save_png(grid, self.run_dir / "edits" / "latest.png")
+        if self.writer is not None:
+            self.writer.add_image("lens/edits", grid, self.step, dataformats="HWC")
+        self.last_edit_png = str(path)
+
+    # ------------------------------------------------------------------ probe and results
+    def run_probe(self, *, desc: str = "probe") -> dict[str, Any]:
+        backbone, lens = unwrap(self.backbone), unwrap(self.lens) if self.lens is not None else None
+        which = self.probe_cfg.features if lens is not None else "raw"
+        kw = dict(device=self.device, batch_size=self.probe_cfg.batch_size, lens=lens, which=which, amp=self.amp,
+                  progress=self.cfg.progress)
+        train_x, train_y = extract_features(backbone, self.data.train, desc=f"{desc}: train features", **kw)
+        test_x, test_y = extract_features(backbone, self.data.test, desc=f"{desc}: test features", **kw)
+        result = linear_probe(train_x, train_y, test_x, test_y, num_classes=self.data.num_classes,
+                              l2=self.probe_cfg.l2, max_iter=self.probe_cfg.max_iter)
+        return {"accuracy": result.accuracy, "train_accuracy": result.train_accuracy, "l2": result.l2, "features": which}
+
+    @torch.no_grad()
+    def pretext_accuracy(self, *, with_shortcut: bool, through_lens: bool, max_images: int = 2048) -> float:
+        """Pretext accuracy of the trained head on test images (eval mode)."""
+        backbone, pretext = unwrap(self.backbone), unwrap(self.pretext)
+        lens = unwrap(self.lens) if (through_lens and self.lens is not None) else None
+        backbone.eval()
+        torch.manual_seed(step_seed(self.seed, 0, 10**9))
+        correct, total = 0.0, 0
+        images = self.data.test.images[:max_images]
+        for start in range(0, images.shape[0], 256):
+            x = to_float(images[start : start + 256].to(self.device))
+            if with_shortcut and self.shortcut is not None:
+                x = self.shortcut(x)
+            elif self.shortcut is not None and self.shortcut.out_channels(x.shape[1]) != x.shape[1]:
+                x = x.expand(-1, self.shortcut.out_channels(x.shape[1]), -1, -1)
+            inputs, targets = pretext.views(x)
+            if lens is not None:
+                inputs = lens.apply(inputs)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                _, m = pretext.loss(pretext.embed(backbone, inputs), targets)
+            correct += m["acc"].item() * targets.shape[0]
+            total += targets.shape[0]
+        backbone.train()
+        return correct / max(total, 1)
+
+    def finish(self) -> dict[str, Any]:
+        if self.rank != 0:
+            dist.barrier()
+            return {}
+        results: dict[str, Any] = {"step": self.step, "train": getattr(self, "last_metrics", {})}
+        results["pretext_acc"] = self.pretext_accuracy(with_shortcut=True, through_lens=False)
+        if self.shortcut is not None:
+            results["pretext_acc_clean"] = self.pretext_accuracy(with_shortcut=False, through_lens=False)
+        if self.lens is not None:
+            results["pretext_acc_lensed"] = self.pretext_accuracy(with_shortcut=True, through_lens=True)
+            results.update(self.lens_diagnostics())
+            if hasattr(self, "last_edit_png"):
+                results["edit_png"] = self.last_edit_png
+        probe = self.run_probe()
+        results["probe"] = probe
+        results["probe_acc"] = probe["accuracy"]
+        if "probe_untrained" in self.extra_state:
+            results["probe_untrained_acc"] = self.extra_state["probe_untrained"]
+        results["config"] = self.config
+        results["settings"] = {"trainer": asdict(self.cfg), "adversary": asdict(self.adv), "probe": asdict(self.probe_cfg)}
+        tmp = self.run_dir / ".metrics.json.tmp"
+        tmp.write_text(json.dumps(results, indent=2, default=str))
+        tmp.replace(self.run_dir / "metrics.json")
+        if self.writer is not None:
+            hparams = {"steps": self.cfg.steps, "batch_size": self.cfg.batch_size, "lr": self.cfg.lr, "seed": self.seed,
+                       "lens": self.lens is not None, "mode": self.adv.mode if self.lens is not None else "none"}
+            self.writer.add_hparams(hparams, {"hparam/probe_acc": results["probe_acc"], "hparam/pretext_acc": results["pretext_acc"]},
+                                    run_name=".")
+        dist.barrier()
+        return results
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "step": self.step,
+            "seed": self.seed,
+            "spec": self.spec,
+            "backbone": unwrap(self.backbone).state_dict(),
+            "pretext": unwrap(self.pretext).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "extra": dict(self.extra_state),
+            "rng_cpu": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        if self.lens is not None:
+            state["lens"] = unwrap(self.lens).state_dict()
+            state["lens_optimizer"] = self.lens_optimizer.state_dict()
+        return state
+
+    def save(self, path: Path) -> None:
+        if self.rank == 0:
+            save_checkpoint(self.state_dict(), path)
+        dist.barrier()
+
+    def load(self, path: Path) -> None:
+        state = load_checkpoint(path, map_location=self.device)
+        unwrap(self.backbone).load_state_dict(state["backbone"])
+        unwrap(self.pretext).load_state_dict(state["pretext"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.lens is not None:
+            if "lens" not in state:
+                raise ValueError(f"{path} was trained without a lens; cannot resume it with one")
+            unwrap(self.lens).load_state_dict(state["lens"])
+            self.lens_optimizer.load_state_dict(state["lens_optimizer"])
+        self.step = int(state["step"])
+        self.extra_state = dict(state.get("extra", {}))
+        torch.set_rng_state(state["rng_cpu"].cpu())
+        if "rng_cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
