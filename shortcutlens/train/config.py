@@ -10,12 +10,15 @@ from dataclasses import dataclass, field
 class TrainerConfig:
     steps: int = 500
     batch_size: int = 128
-    optimizer: str = "sgd"          # sgd | adamw | adam
+    optimizer: str = "sgd"          # sgd | adamw | adam | adafactor (Zhai et al. 2022, bf16 momentum)
     lr: float = 0.1                 # SGD 0.1 (Kolesnikov et al. 2019 use 0.1 × batch/256); AdamW ~1e-3
     weight_decay: float = 1e-4
+    head_weight_decay: float | None = None  # decoupled head decay (Zhai et al. 2022); None: = weight_decay
     momentum: float = 0.9
     warmup_steps: int = 50
-    schedule: str = "cosine"        # cosine | constant
+    schedule: str = "cosine"        # cosine | constant | rsqrt
+    cooldown_steps: int = 0         # rsqrt: linear cooldown to 0 over the last steps
+    rsqrt_timescale: int = 10_000   # rsqrt: lr = base/sqrt(1 + (step - warmup)/timescale)
     grad_clip: float = 0.0          # 0 disables
     augment: list[str] = field(default_factory=list)
     log_every: int = 25
@@ -45,3 +48,4 @@ class ProbeConfig:
     untrained: bool = True          # also probe the backbone at initialisation, for comparison
     batch_size: int = 512
     max_iter: int = 200
+    max_train: int = 0              # probe on a fixed random subset of this many training images (0 = all)

@@ -12,8 +12,11 @@ from typing import Iterable
 import torch
 from torch import nn
 
-OPTIMIZERS = ("sgd", "adamw", "adam")
-SCHEDULES = ("cosine", "constant")
+from shortcutlens.train.adafactor import ScalingAdafactor
+from shortcutlens.train.rsqrt_schedule import rsqrt_lr
+
+OPTIMIZERS = ("sgd", "adamw", "adam", "adafactor")
+SCHEDULES = ("cosine", "constant", "rsqrt")
 
 
 def param_groups(modules: Iterable[nn.Module], weight_decay: float) -> list[dict]:
@@ -39,13 +42,23 @@ def build_optimizer(
         return torch.optim.AdamW(groups, lr=lr, betas=betas)
     if name == "adam":
         return torch.optim.Adam(groups, lr=lr, betas=betas)
+    if name == "adafactor":  # Zhai et al. 2022: factored second moment, beta2 <= 0.999, bf16 momentum
+        return ScalingAdafactor(groups, lr=lr, momentum=momentum)
     raise ValueError(f"Unknown optimizer '{name}'. Valid optimizers: {', '.join(OPTIMIZERS)}")
 
 
-def lr_at(step: int, *, base_lr: float, total_steps: int, warmup_steps: int, schedule: str = "cosine", min_lr: float = 0.0) -> float:
-    """Linear warm-up from 0 over ``warmup_steps``, then cosine decay to ``min_lr`` (or constant)."""
+def lr_at(step: int, *, base_lr: float, total_steps: int, warmup_steps: int, schedule: str = "cosine", min_lr: float = 0.0,
+          cooldown_steps: int = 0, timescale: int = 10_000) -> float:
+    """Linear warm-up from 0 over ``warmup_steps``, then cosine decay to ``min_lr`` (or constant).
+
+    ``schedule="rsqrt"``: reciprocal square root with ``timescale`` and a linear cooldown to 0 over the
+    last ``cooldown_steps`` (``rsqrt_schedule.rsqrt_lr``; ``min_lr`` unused).
+    """
     if schedule not in SCHEDULES:
         raise ValueError(f"Unknown schedule '{schedule}'. Valid schedules: {', '.join(SCHEDULES)}")
+    if schedule == "rsqrt":
+        return rsqrt_lr(step, base_lr=base_lr, total_steps=total_steps, warmup_steps=warmup_steps,
+                        cooldown_steps=cooldown_steps, timescale=timescale)
     if warmup_steps > 0 and step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
     if schedule == "constant":
