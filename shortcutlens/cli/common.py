@@ -54,3 +54,18 @@ def register_schemas() -> None:
     cs = ConfigStore.instance()
     cs.store(group="trainer", name="base_trainer", node=TrainerConfig)
     cs.store(group="probe", name="base_probe", node=ProbeConfig)
+
+
+def compose(overrides: list[str], config_name: str = "train") -> dict[str, Any]:
+    """The resolved config that ``shortcutlens-train <overrides>`` would run, as a plain dict.
+
+    Lets scripts (the demo, the benchmarks) reuse the exact config tree of the command line.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    register_schemas()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        cfg = hydra_compose(config_name=config_name, overrides=overrides)
+    return OmegaConf.to_container(cfg, resolve=False)

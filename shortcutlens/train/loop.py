@@ -278,11 +278,16 @@ class Trainer:
         which = self.probe_cfg.features if lens is not None else "raw"
         kw = dict(device=self.device, batch_size=self.probe_cfg.batch_size, lens=lens, which=which, amp=self.amp,
                   progress=self.cfg.progress)
-        train_x, train_y = extract_features(backbone, self.data.train, desc=f"{desc}: train features", **kw)
+        train = self.data.train
+        if 0 < self.probe_cfg.max_train < len(train):
+            keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[: self.probe_cfg.max_train]
+            train = train.subset(keep.sort().values)
+        train_x, train_y = extract_features(backbone, train, desc=f"{desc}: train features", **kw)
         test_x, test_y = extract_features(backbone, self.data.test, desc=f"{desc}: test features", **kw)
         result = linear_probe(train_x, train_y, test_x, test_y, num_classes=self.data.num_classes,
                               l2=self.probe_cfg.l2, max_iter=self.probe_cfg.max_iter)
-        return {"accuracy": result.accuracy, "train_accuracy": result.train_accuracy, "l2": result.l2, "features": which}
+        return {"accuracy": result.accuracy, "train_accuracy": result.train_accuracy, "l2": result.l2, "features": which,
+                "train_images": len(train), "test_images": len(self.data.test)}
 
     @torch.no_grad()
     def pretext_accuracy(self, *, with_shortcut: bool, through_lens: bool, max_images: int = 2048) -> float:

@@ -1,0 +1,113 @@
+"""The lens game inside the training step, checked against explicit two-pass computations."""
+
+import pytest
+import torch
+
+from pretexts.base import least_likely_targets, random_wrong_targets
+from shortcutlens.build import build_components, build_data
+from shortcutlens.data.loader import to_float
+from shortcutlens.train.config import AdversaryConfig, ProbeConfig, TrainerConfig
+from shortcutlens.train.loop import Trainer, step_seed
+
+SPEC = {
+    "data": {"name": "synthetic", "image_size": 16, "num_train": 64, "num_test": 32},
+    "backbone": {"name": "resnet", "depth": 18, "width": 0.125},
+    "pretext": {"name": "rotation", "all_rotations": False},
+    "lens": {"name": "unet", "width": 4, "constraint": "penalty"},
+    "shortcut": {"name": "arrow"},
+}
+
+
+def make_trainer(tmp_path, mode: str, rec_weight: float = 0.0) -> Trainer:
+    torch.manual_seed(0)
+    data = build_data(SPEC)
+    parts = build_components(SPEC, in_chans=data.channels, image_size=data.image_size)
+    with torch.no_grad():  # a lens that is not the identity, so its edits matter
+        parts.lens.out.weight.normal_(0, 0.05)
+    trainer = Trainer(backbone=parts.backbone, pretext=parts.pretext, lens=parts.lens, shortcut=parts.shortcut, data=data,
+                      trainer=TrainerConfig(batch_size=16, steps=1, warmup_steps=0, progress=False),
+                      adversary=AdversaryConfig(mode=mode, rec_weight=rec_weight), probe=ProbeConfig(untrained=False),
+                      run_dir=tmp_path, device=torch.device("cpu"))
+    # Keep the gradients of the step for inspection: no parameter updates.
+    trainer.optimizer.step = lambda *a, **k: None
+    trainer.lens_optimizer.step = lambda *a, **k: None
+    return trainer
+
+
+def explicit_losses(trainer: Trainer, mode: str):
+    """Recompute the step's inputs and losses in plain autograd (two separate passes)."""
+    torch.manual_seed(step_seed(trainer.seed, 0, 0))
+    x, _ = trainer.loader.batch(0)
+    x = trainer.shortcut(to_float(x))
+    inputs, targets = trainer.pretext.views(x)
+    lensed = trainer.lens(inputs)
+    features = trainer.backbone(lensed)
+    loss, _ = trainer.pretext.loss(features, targets)
+    rec = (lensed - inputs).pow(2).mean()
+    return loss, rec, features, targets
+
+
+def grads(params):
+    return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+
+
+@pytest.mark.parametrize("rec_weight", [0.0, 3.0])
+def test_full_mode_gradient_reversal_equals_negated_pretext_gradient(tmp_path, rec_weight):
+    trainer = make_trainer(tmp_path, "full", rec_weight)
+    trainer.train_step(0)
+    lens_params = list(trainer.lens.parameters())
+    got_lens, got_model = grads(lens_params), grads(trainer.model_params)
+
+    loss, rec, _, _ = explicit_losses(trainer, "full")
+    want_lens = torch.autograd.grad(-loss + rec_weight * rec, lens_params, retain_graph=True)
+    want_model = torch.autograd.grad(loss, trainer.model_params, allow_unused=True)
+    for g, w in zip(got_lens, want_lens):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+    for g, w in zip(got_model, want_model):
+        torch.testing.assert_close(g, w if w is not None else torch.zeros_like(g), rtol=1e-4, atol=1e-6)
+    assert any(g.abs().sum() > 0 for g in got_lens)
+
+
+@pytest.mark.parametrize("mode", ["least_likely", "random_wrong"])
+def test_targeted_modes_give_each_player_its_own_gradient(tmp_path, mode):
+    trainer = make_trainer(tmp_path, mode)
+    trainer.train_step(0)
+    lens_params = list(trainer.lens.parameters())
+    got_lens, got_model = grads(lens_params), grads(trainer.model_params)
+
+    loss, _, features, targets = explicit_losses(trainer, mode)
+    logits = trainer.pretext.logits(features)
+    if mode == "least_likely":
+        adv_targets = logits.detach().argmin(-1)
+    else:  # the loop draws these right after the views, from the same seeded stream
+        adv_targets = None
+    want_model = torch.autograd.grad(loss, trainer.model_params, retain_graph=True, allow_unused=True)
+    for g, w in zip(got_model, want_model):
+        torch.testing.assert_close(g, w if w is not None else torch.zeros_like(g), rtol=1e-4, atol=1e-6)
+    if adv_targets is not None:
+        adv = torch.nn.functional.cross_entropy(logits, adv_targets)
+        want_lens = torch.autograd.grad(adv, lens_params)
+        for g, w in zip(got_lens, want_lens):
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+    assert any(g.abs().sum() > 0 for g in got_lens)
+
+
+def test_least_likely_targets_are_the_argmin_class():
+    logits = torch.tensor([[0.1, -2.0, 3.0, 0.0], [5.0, 4.0, -1.0, -1.5]])
+    assert least_likely_targets(logits).tolist() == [1, 3]
+
+
+def test_random_wrong_targets_never_hit_the_true_class_and_cover_the_others():
+    torch.manual_seed(0)
+    targets = torch.randint(0, 4, (4000,))
+    wrong = random_wrong_targets(targets, 4)
+    assert not torch.any(wrong == targets)
+    for t in range(4):
+        assert set(wrong[targets == t].tolist()) == set(range(4)) - {t}
+
+
+def test_least_likely_needs_a_classification_pretext(tmp_path):
+    trainer = make_trainer(tmp_path, "full")
+    trainer.pretext.classification = False
+    with pytest.raises(ValueError, match="needs a classification pretext"):
+        trainer.pretext.adversarial_loss(torch.randn(4, 8), torch.zeros(4, dtype=torch.long), "least_likely")

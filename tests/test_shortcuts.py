@@ -1,0 +1,74 @@
+"""Shortcut injection: each cue lands where its arguments say, and rotates with the image."""
+
+import pytest
+import torch
+
+from pretexts import create_pretext
+from shortcutlens import create_shortcut, list_shortcuts
+from shortcutlens.data.shortcuts import edit_ratio
+
+
+def test_registry():
+    assert {"none", "arrow", "gradient", "chromatic_aberration", "watermark"} <= set(list_shortcuts())
+    with pytest.raises(ValueError, match="arrow, chromatic_aberration, gradient, none, watermark"):
+        create_shortcut("logo")
+
+
+@pytest.mark.parametrize("name", ["arrow", "watermark"])
+@pytest.mark.parametrize("position", [(0.2, 0.2), (0.5, 0.75), (0.8, 0.3)])
+def test_mark_lands_at_position_with_size_and_intensity(name, position):
+    sc = create_shortcut(name, position=position, size=0.25, intensity=0.7)
+    out = sc(torch.zeros(2, 1, 32, 32))
+    ys, xs = (out[0, 0] > 0).nonzero(as_tuple=True)
+    centre = ((ys.min() + ys.max() + 1) / 2 / 32, (xs.min() + xs.max() + 1) / 2 / 32)
+    assert abs(centre[0] - position[0]) <= 2 / 32 and abs(centre[1] - position[1]) <= 2 / 32
+    assert ys.max() - ys.min() + 1 <= 8 and xs.max() - xs.min() + 1 <= 8  # 0.25 of 32 px
+    assert torch.allclose(out[out > 0], torch.tensor(0.7))
+    assert torch.equal(out[0], out[1])  # deterministic
+    assert torch.equal((out[0] > 0).float(), sc.region(32, 32)[0])
+
+
+def test_arrow_points_up():
+    m = create_shortcut("arrow", position=(0.5, 0.5), size=0.5).mask(32, 32)[0, 0]
+    widths = m.sum(1)
+    rows = widths.nonzero().flatten()
+    head = widths[rows[0] : rows[0] + 4]
+    assert torch.all(head[1:] >= head[:-1]) and widths[rows[-1]] < widths[rows].max()  # widens down, then a shaft
+
+
+def test_arrow_drawn_before_rotation_rotates_with_the_image():
+    sc = create_shortcut("arrow")
+    rot = create_pretext("rotation", num_features=4, all_rotations=True)
+    x = sc(torch.zeros(1, 1, 16, 16))
+    views, targets = rot.views(x)
+    for v, k in zip(views, targets):
+        assert torch.equal(v, torch.rot90(x[0], int(k), dims=(-2, -1)))
+    # The four views put the arrow at four different places: orientation is given away.
+    positions = {tuple((v[0] > 0).nonzero()[0].tolist()) for v in views}
+    assert len(positions) == 4
+
+
+def test_gradient_ramp_along_vertical_axis():
+    out = create_shortcut("gradient", intensity=0.4)(torch.full((1, 1, 10, 6), 0.5))
+    col = out[0, 0, :, 0]
+    assert torch.all(col[1:] < col[:-1])  # brighter at the top
+    assert torch.allclose(out[0, 0], col[:, None].expand(10, 6))  # constant along each row
+    assert col[0] - col[-1] == pytest.approx(0.4 * 9 / 10, abs=1e-5)
+
+
+def test_chromatic_aberration_grows_with_distance_and_keeps_green():
+    x = torch.zeros(1, 1, 33, 33)
+    x[..., ::4, :] = 1.0  # horizontal stripes
+    out = create_shortcut("chromatic_aberration", intensity=0.1)(x)
+    assert out.shape == (1, 3, 33, 33)
+    assert torch.equal(out[:, 1], x[:, 0])
+    fringe = (out[0, 0] - out[0, 2]).abs().mean(1)  # per row
+    assert fringe[14:19].mean() < fringe[:5].mean() and fringe[14:19].mean() < fringe[-5:].mean()
+
+
+def test_edit_ratio():
+    region = torch.zeros(1, 1, 4, 4)
+    region[..., :2, :2] = 1
+    edit = torch.full((2, 1, 4, 4), 0.01)
+    edit[..., :2, :2] = 0.1
+    assert edit_ratio(edit, region) == pytest.approx(10.0)
