@@ -19,8 +19,9 @@ math path), so one is added here; without it a ViT's attention would be missing 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn

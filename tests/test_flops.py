@@ -33,7 +33,7 @@ def test_vit_b16_forward_matches_the_analytic_count_on_meta() -> None:
 
 
 def test_cpu_attention_is_counted_like_on_meta() -> None:
-    kw = dict(variant="Ti/4", img_size=16, width=32, depth=2, mlp_dim=64, num_heads=2)
+    kw = {"variant": "Ti/4", "img_size": 16, "width": 32, "depth": 2, "mlp_dim": 64, "num_heads": 2}
     cpu = count_step_flops(create_backbone("vit", **kw), torch.randn(2, 3, 16, 16), backward=False)
     with torch.device("meta"):
         meta = count_step_flops(create_backbone("vit", **kw), torch.empty(2, 3, 16, 16), backward=False)

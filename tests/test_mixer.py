@@ -8,7 +8,7 @@ import torch
 from shortcutlens import create_backbone, list_backbones
 from shortcutlens.backbones.mixer import VARIANTS
 
-TINY = dict(hidden=16, depth=2, tokens_mlp=8, channels_mlp=32)
+TINY = {"hidden": 16, "depth": 2, "tokens_mlp": 8, "channels_mlp": 32}
 
 
 def n_params(model: torch.nn.Module) -> int:

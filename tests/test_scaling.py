@@ -10,7 +10,7 @@ import pytest
 from shortcutlens.cli.scaling import main
 from shortcutlens.scaling import fit_power_law, load_runs, pareto_frontier, saturating_power_law
 
-TRUE = dict(a=8e4, b=0.35, c=0.08, d=1e14)  # errors 0.87 -> 0.10 over 1e14..1e19 FLOPs
+TRUE = {"a": 8e4, "b": 0.35, "c": 0.08, "d": 1e14}  # errors 0.87 -> 0.10 over 1e14..1e19 FLOPs
 
 
 def synthetic(n: int = 16, noise: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -127,7 +127,7 @@ def test_bad_adafactor_arguments() -> None:
     ],
 )
 def test_rsqrt_schedule_values(step: int, expected: float) -> None:
-    kw = dict(base_lr=1.0, total_steps=100, warmup_steps=10, cooldown_steps=20, timescale=10)
+    kw = {"base_lr": 1.0, "total_steps": 100, "warmup_steps": 10, "cooldown_steps": 20, "timescale": 10}
     assert rsqrt_lr(step, **kw) == pytest.approx(expected)
     assert lr_at(step, schedule="rsqrt", **kw) == pytest.approx(expected)
 
@@ -147,7 +147,7 @@ def test_cooldown_branches_share_the_long_run_until_they_branch() -> None:
     assert [(b.total_steps, b.branch_step, b.cooldown_steps) for b in branches] == [
         (100, 80, 20), (200, 160, 40), (400, 320, 80)]
     assert branch_checkpoint_steps(branches) == [80, 160]
-    kw = dict(base_lr=1.0, warmup_steps=10, timescale=25)
+    kw = {"base_lr": 1.0, "warmup_steps": 10, "timescale": 25}
     for b in branches:
         for step in range(b.branch_step):  # identical to the long run before the branch point
             assert rsqrt_lr(step, total_steps=b.total_steps, cooldown_steps=b.cooldown_steps, **kw) == \

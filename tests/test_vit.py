@@ -8,7 +8,7 @@ import torch
 from shortcutlens import create_backbone, list_backbones
 from shortcutlens.backbones.vit import POOLS, VARIANTS, MAPHead, posemb_sincos_2d
 
-TINY = dict(width=32, depth=2, mlp_dim=64, num_heads=2)
+TINY = {"width": 32, "depth": 2, "mlp_dim": 64, "num_heads": 2}
 
 
 def n_params(model: torch.nn.Module) -> int:

@@ -8,7 +8,8 @@ size is allowed.
 
 from __future__ import annotations
 
-from typing import Mapping, TypeVar
+from collections.abc import Mapping
+from typing import TypeVar
 
 R = TypeVar("R")
 

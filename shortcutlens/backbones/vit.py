@@ -22,8 +22,8 @@ resampled bicubically and sin-cos ones recomputed when the grid differs from ``i
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F

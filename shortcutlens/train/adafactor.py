@@ -26,7 +26,8 @@ needs and it lacks is written here: the β2 cap, the bfloat16 momentum, and a pl
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 

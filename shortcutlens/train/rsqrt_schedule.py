@@ -14,8 +14,8 @@ cosine schedule needs. The warm-up convention ``(t + 1)/warmup`` is the one ``op
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 
 def rsqrt_lr(

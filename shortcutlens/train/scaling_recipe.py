@@ -21,7 +21,7 @@ a ``name`` so that logs and tests can tell them apart::
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from torch import nn
 
