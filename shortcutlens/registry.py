@@ -55,7 +55,8 @@ class Registry:
         self._load_entry_points()
         if name not in self._builders:
             valid = ", ".join(self.names()) or "(none registered)"
-            raise ValueError(f"Unknown {self.kind} '{name}'. Valid {self.kind}s: {valid}")
+            plural = self.kind + ("es" if self.kind.endswith("s") else "s")  # lens -> lenses
+            raise ValueError(f"Unknown {self.kind} '{name}'. Valid {plural}: {valid}")
         return self._builders[name]
 
     def create(self, name: str, **kwargs: Any) -> Any:

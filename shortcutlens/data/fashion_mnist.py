@@ -79,10 +79,12 @@ def fashion_mnist(
             f"Fashion-MNIST not found: missing {', '.join(missing)}. Looked in: "
             + ", ".join(str(d) for d in dirs) + ". " + HOW_TO_GET
         )
-    try:
-        arrays = {stem: read_idx(p) for stem, p in paths.items()}
-    except (OSError, EOFError, ValueError) as err:
-        raise DataNotFoundError(f"Fashion-MNIST files are unreadable ({err}). {HOW_TO_GET}") from err
+    arrays = {}
+    for stem, path in paths.items():
+        try:
+            arrays[stem] = read_idx(path)
+        except (OSError, EOFError, ValueError) as err:  # name the file: gzip's own errors do not
+            raise DataNotFoundError(f"Fashion-MNIST file {path} is unreadable ({err}). {HOW_TO_GET}") from err
 
     def split(prefix: str) -> Split:
         x = torch.from_numpy(arrays[f"{prefix}-images-idx3-ubyte"].copy()).unsqueeze(1)
