@@ -40,7 +40,9 @@ from shortcutlens.eval.features import extract_features
 from shortcutlens.eval.linear import linear_probe
 from shortcutlens.lens import reverse_gradient
 from shortcutlens.train.config import AdversaryConfig, ProbeConfig, TrainerConfig
+from shortcutlens.flops import flop_counter, training_compute
 from shortcutlens.train.optim import build_optimizer, lr_at, param_groups, set_lr
+from shortcutlens.train.scaling_recipe import head_body_param_groups
 from shortcutlens.visualize import edit_grid, save_png
 
 
@@ -107,10 +109,12 @@ class Trainer:
         self.pretext = pretext.to(device)
         self.lens = lens.to(device) if lens is not None else None
         self.model_params = [p for m in (self.backbone, self.pretext) for p in m.parameters()]
-        self.optimizer = build_optimizer(
-            param_groups([self.backbone, self.pretext], trainer.weight_decay),
-            name=trainer.optimizer, lr=trainer.lr, momentum=trainer.momentum,
-        )
+        if trainer.head_weight_decay is None:
+            groups = param_groups([self.backbone, self.pretext], trainer.weight_decay)
+        else:  # Scaling ViT: a much higher decay on the head than on the body
+            groups = head_body_param_groups(self.backbone, self.pretext, body_weight_decay=trainer.weight_decay,
+                                            head_weight_decay=trainer.head_weight_decay)
+        self.optimizer = build_optimizer(groups, name=trainer.optimizer, lr=trainer.lr, momentum=trainer.momentum)
         self.lens_optimizer = torch.optim.Adam(self.lens.parameters(), lr=adversary.lr) if self.lens is not None else None
         if self.world > 1:
             ids = [device.index] if device.type == "cuda" else None
@@ -131,7 +135,7 @@ class Trainer:
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         torch.manual_seed(step_seed(self.seed, self.rank, step))
         lr = lr_at(step, base_lr=self.cfg.lr, total_steps=self.cfg.steps, warmup_steps=self.cfg.warmup_steps,
-                   schedule=self.cfg.schedule)
+                   schedule=self.cfg.schedule, cooldown_steps=self.cfg.cooldown_steps, timescale=self.cfg.rsqrt_timescale)
         set_lr(self.optimizer, lr)
         pretext = unwrap(self.pretext)
         x, _ = self.loader.batch(step)
@@ -208,7 +212,13 @@ class Trainer:
         images_per_step = self.cfg.batch_size * self.world
         self.backbone.train()
         while self.step < self.cfg.steps:
-            metrics = self.train_step(self.step)
+            if "flops_per_step" not in self.extra_state:
+                # Counted once, on the first step: the compute axis of scaling-law fits.
+                with flop_counter() as counter:
+                    metrics = self.train_step(self.step)
+                self.extra_state["flops_per_step"] = int(counter.get_total_flops()) * self.world
+            else:
+                metrics = self.train_step(self.step)
             for k, v in metrics.items():
                 window.setdefault(k, []).append(v)
             self.step += 1
@@ -282,8 +292,13 @@ class Trainer:
         if 0 < self.probe_cfg.max_train < len(train):
             keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[: self.probe_cfg.max_train]
             train = train.subset(keep.sort().values)
+        test = self.data.test
+        chans = self.shortcut.out_channels(train.images.shape[1]) if self.shortcut is not None else train.images.shape[1]
+        if chans != train.images.shape[1]:  # the backbone was built for the shortcut's channels (chromatic
+            # aberration makes grayscale colour): probe the clean images replicated to them
+            train, test = (type(s)(s.images.expand(-1, chans, -1, -1), s.labels) for s in (train, test))
         train_x, train_y = extract_features(backbone, train, desc=f"{desc}: train features", **kw)
-        test_x, test_y = extract_features(backbone, self.data.test, desc=f"{desc}: test features", **kw)
+        test_x, test_y = extract_features(backbone, test, desc=f"{desc}: test features", **kw)
         result = linear_probe(train_x, train_y, test_x, test_y, num_classes=self.data.num_classes,
                               l2=self.probe_cfg.l2, max_iter=self.probe_cfg.max_iter)
         return {"accuracy": result.accuracy, "train_accuracy": result.train_accuracy, "l2": result.l2, "features": which,
@@ -319,6 +334,9 @@ class Trainer:
             dist.barrier()
             return {}
         results: dict[str, Any] = {"step": self.step, "train": getattr(self, "last_metrics", {})}
+        if "flops_per_step" in self.extra_state:
+            results["flops_per_step"] = self.extra_state["flops_per_step"]
+            results["compute"] = training_compute(self.extra_state["flops_per_step"], self.step)
         results["pretext_acc"] = self.pretext_accuracy(with_shortcut=True, through_lens=False)
         if self.shortcut is not None:
             results["pretext_acc_clean"] = self.pretext_accuracy(with_shortcut=False, through_lens=False)

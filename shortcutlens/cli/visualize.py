@@ -1,0 +1,112 @@
+"""``shortcutlens-visualize``: pictures and numbers of what a trained lens edits.
+
+From a checkpoint (its stored spec rebuilds the data, the shortcut and the lens) it writes:
+
+- ``edits.png``: input / lensed / amplified |difference| heatmap for ``num_images`` images;
+- ``mean_edit.png``: the mean |edit| over ``max_images`` images — *where* the lens works — next to the
+  shortcut's region when the run had one;
+- ``visualize.json``: mean |edit|, and for a shortcut with a region the mean edit inside it over the
+  mean outside;
+- the same pictures and scalars in TensorBoard under ``<out>/tb``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from shortcutlens.cli.common import CONF_DIR, clear_errors, resolve_device
+
+
+def visualize(
+    *,
+    checkpoint: str,
+    out_dir: str | Path | None = None,
+    split: str = "test",
+    num_images: int = 12,
+    max_images: int = 2048,
+    with_shortcut: bool = True,
+    data_root: str | None = None,
+    device: torch.device = torch.device("cpu"),
+) -> dict[str, Any]:
+    from shortcutlens.build import build_components, build_data
+    from shortcutlens.checkpoint import CheckpointError, load_checkpoint
+    from shortcutlens.data.loader import to_float
+    from shortcutlens.data.shortcuts import edit_ratio
+    from shortcutlens.visualize import edit_grid, heatmap, mean_edit_map, save_png, tile
+
+    state = load_checkpoint(checkpoint, map_location="cpu")
+    if "lens" not in state:
+        raise CheckpointError(f"{checkpoint} was trained without a lens (lens=none): there are no edits to show")
+    spec = dict(state["spec"])
+    if data_root is not None:
+        spec["data"] = {**spec["data"], "root": data_root}
+    data = build_data(spec, seed=int(state.get("seed", 0)))
+    parts = build_components(spec, in_chans=data.channels, image_size=data.image_size)
+    lens = parts.lens.to(device)
+    lens.load_state_dict(state["lens"])
+    lens.eval()
+    shortcut = parts.shortcut if with_shortcut else None
+    run_path = Path(checkpoint)
+    run_path = run_path if run_path.is_dir() else run_path.parent.parent
+    out = Path(out_dir) if out_dir else run_path / "visualize"
+    out.mkdir(parents=True, exist_ok=True)
+
+    images = data.split(split).images[:max_images]
+
+    def prepare(x: torch.Tensor) -> torch.Tensor:
+        x = to_float(x.to(device))
+        if shortcut is not None:
+            return shortcut(x)
+        if parts.shortcut is not None and parts.in_chans != x.shape[1]:
+            x = x.expand(-1, parts.in_chans, -1, -1)  # a colour-making shortcut's channel count
+        return x
+
+    first = prepare(images[:num_images])
+    grid_png = save_png(edit_grid(first, lens.apply(first)), out / "edits.png")
+
+    edits = torch.cat([lens.apply(x) - x for x in (prepare(chunk) for chunk in images.split(256))])
+    mean_map = mean_edit_map(edits)
+    result: dict[str, Any] = {"checkpoint": str(checkpoint), "step": int(state["step"]), "images": int(edits.shape[0]),
+                              "mean_abs_edit": edits.abs().mean().item(), "shortcut": spec.get("shortcut", {}).get("name"),
+                              "edits_png": str(grid_png)}
+    norm = (mean_map / mean_map.max().clamp_min(1e-12))[None, None]
+    panels = [heatmap(norm)]
+    region = parts.shortcut.region(*mean_map.shape, device=edits.device) if parts.shortcut is not None else None
+    if region is not None:
+        result["edit_inside_outside"] = edit_ratio(edits, region)
+        panels.append(region.expand(-1, 3, -1, -1).float().cpu())
+    result["mean_edit_png"] = str(save_png(tile([p.cpu() for p in panels], upscale=8), out / "mean_edit.png"))
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(out / "tb")) as writer:
+        from PIL import Image
+        import numpy as np
+
+        for tag, path in (("lens/edits", grid_png), ("lens/mean_edit", result["mean_edit_png"])):
+            writer.add_image(tag, np.asarray(Image.open(path)), result["step"], dataformats="HWC")
+        writer.add_scalar("lens/mean_abs_edit", result["mean_abs_edit"], result["step"])
+        if "edit_inside_outside" in result:
+            writer.add_scalar("lens/edit_inside_outside", result["edit_inside_outside"], result["step"])
+    (out / "visualize.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+@hydra.main(version_base=None, config_path=CONF_DIR, config_name="visualize")
+@clear_errors
+def main(cfg: DictConfig) -> None:
+    c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)
+    result = visualize(checkpoint=c["checkpoint"], out_dir=c["run_dir"], split=c["split"], num_images=c["num_images"],
+                       max_images=c["max_images"], with_shortcut=c["shortcut"], data_root=c["data"]["root"],
+                       device=resolve_device(c["device"]))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
