@@ -34,7 +34,7 @@ def test_visualize_writes_pictures_and_ratio(tmp_path):
     result = visualize(checkpoint=str(tmp_path / "run"), out_dir=tmp_path / "vis", max_images=64)
     for key in ("edits_png", "mean_edit_png"):
         assert Path(result[key]).is_file()
-    assert result["edit_inside_outside"] > 0 and result["images"] == 64
+    assert result["edit_inside_outside"] >= 0 and result["mean_abs_edit"] > 0 and result["images"] == 64
     assert json.loads((tmp_path / "vis" / "visualize.json").read_text())["step"] == 10
 
 

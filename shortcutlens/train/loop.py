@@ -266,6 +266,15 @@ class Trainer:
         region = self.shortcut.region(x.shape[-2], x.shape[-1], x.device) if self.shortcut is not None else None
         if region is not None:
             out["edit_ratio"] = edit_ratio(edit, region)
+        # Pretext accuracy on raw and on lensed views of the same images (eval mode): how much of the
+        # task the lens has taken away, and how much the raw images still give away.
+        backbone, pretext = unwrap(self.backbone), unwrap(self.pretext)
+        backbone.eval()
+        inputs, targets = pretext.views(x)
+        for name, seen in (("eval_acc_raw", inputs), ("eval_acc_lensed", lens.apply(inputs))):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                out[name] = pretext.loss(pretext.embed(backbone, seen), targets)[1]["acc"].item()
+        backbone.train()
         return out
 
     def save_edit_grid(self) -> None:

@@ -1,0 +1,99 @@
+"""Lens overhead: the library's training step with the lens in ``full`` mode (lensed batch only) over
+the same step without a lens, side by side in one run, on the same batch and model.
+
+    python experiments/bench_lens.py                         # default ResNet, 32 px, batch 128
+    python experiments/bench_lens.py --backbone-widths 0.125 0.25 1 --lens-widths 4 8 16
+
+Prints a Markdown table and writes experiments/results/bench_lens.json. Steps alternate between the
+settings being compared (interleaved repeats, median time), so a noisy neighbour on the machine
+slows both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from shortcutlens.build import build_components, build_data
+from shortcutlens.train.config import AdversaryConfig, ProbeConfig, TrainerConfig
+from shortcutlens.train.loop import Trainer
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def make_trainer(*, backbone_width: float, lens_width: int | None, mode: str, batch: int, device: torch.device) -> Trainer:
+    spec = {
+        "data": {"name": "synthetic", "image_size": 32, "num_train": 4 * batch, "num_test": 16},
+        "backbone": {"name": "resnet", "depth": 18, "width": backbone_width},
+        "pretext": {"name": "rotation", "all_rotations": False},
+        "lens": {"name": "unet", "width": lens_width} if lens_width else {"name": "none"},
+        "shortcut": {"name": "arrow"},
+    }
+    torch.manual_seed(0)
+    data = build_data(spec)
+    parts = build_components(spec, in_chans=data.channels, image_size=data.image_size)
+    return Trainer(backbone=parts.backbone, pretext=parts.pretext, lens=parts.lens, shortcut=parts.shortcut, data=data,
+                   trainer=TrainerConfig(batch_size=batch, steps=10**6, warmup_steps=0, progress=False),
+                   adversary=AdversaryConfig(mode=mode), probe=ProbeConfig(untrained=False),
+                   run_dir=tempfile.mkdtemp(), device=device)
+
+
+def time_steps(trainers: dict[str, Trainer], *, repeats: int, warmup: int) -> dict[str, float]:
+    """Median seconds per step of each trainer, steps interleaved across trainers."""
+    times: dict[str, list[float]] = {k: [] for k in trainers}
+    for i in range(warmup + repeats):
+        for name, tr in trainers.items():
+            if tr.device.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            tr.train_step(i)
+            if tr.device.type == "cuda":
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backbone-widths", nargs="*", type=float, default=[0.125, 0.25])
+    parser.add_argument("--lens-widths", nargs="*", type=int, default=[4, 8])
+    parser.add_argument("--modes", nargs="*", default=["full", "random_wrong"])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=2)
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows = []
+    for bw in args.backbone_widths:
+        trainers = {"none": make_trainer(backbone_width=bw, lens_width=None, mode="full", batch=args.batch, device=device)}
+        for lw in args.lens_widths:
+            for mode in args.modes:
+                trainers[f"{mode}/{lw}"] = make_trainer(backbone_width=bw, lens_width=lw, mode=mode, batch=args.batch, device=device)
+        med = time_steps(trainers, repeats=args.repeats, warmup=args.warmup)
+        for name, sec in med.items():
+            mode, lw = (name.split("/") + [None])[:2] if name != "none" else ("no lens", None)
+            rows.append({"backbone_width": bw, "lens_width": int(lw) if lw else None, "mode": mode, "step_ms": 1000 * sec,
+                         "ratio": sec / med["none"], "images_per_s": args.batch / sec})
+    lines = ["| backbone (ResNet-18 width) | lens | lens width | step (ms) | × no-lens step | images/s |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['backbone_width']} | {r['mode']} | {r['lens_width'] or '-'} | {r['step_ms']:.0f} | "
+                     f"{r['ratio']:.2f}× | {r['images_per_s']:.0f} |")
+    md = "\n".join(lines)
+    machine = (torch.cuda.get_device_name() if device.type == "cuda"
+               else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
+    print(f"device: {machine}; batch {args.batch} at 32 px; median of {args.repeats} interleaved steps\n\n{md}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "bench_lens.json").write_text(json.dumps({"device": machine, "args": vars(args), "rows": rows}, indent=2))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
