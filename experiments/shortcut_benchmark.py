@@ -174,14 +174,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (each with cores/jobs threads)")
     parser.add_argument("--out", type=Path, default=None, help="run directories (default runs/shortcut_benchmark[_quick])")
     parser.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides for every run")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores / jobs)")
+    parser.add_argument("--collect", action="store_true", help="only tabulate the runs already finished under --out")
     args = parser.parse_args(argv)
     preset = QUICK if args.quick else FULL
     steps = args.steps or preset["steps"]
     seeds = args.seeds if args.seeds is not None else preset["seeds"]
     tag = "shortcut_benchmark_quick" if args.quick else "shortcut_benchmark"
     out = args.out or Path("runs") / tag
-    if args.rows is not None:  # a pretext's name, or a substring of row names
-        rows = [r for r in ROWS if any(s == r.pretext or s in r.name for s in args.rows)]
+    if args.rows is not None:  # a pretext's name, a row's exact name, or else a substring of row names
+        names = {r.name for r in ROWS}
+        rows = [r for r in ROWS if any(s == r.pretext or s == r.name or (s not in names and s in r.name) for s in args.rows)]
     else:
         rows = [r for r in ROWS if preset["rows"] is None or r.name in preset["rows"]]
     # Lens rows need their pretext's clean and no-lens rows for the recovery column.
@@ -193,7 +196,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     import os
 
-    threads = max(1, (os.cpu_count() or 2) // max(1, args.jobs))
+    threads = args.threads or max(1, (os.cpu_count() or 2) // max(1, args.jobs))
     secondary_seeds = args.seeds if args.seeds is not None else preset["secondary_seeds"]
     # Headline rows first, seed by seed, so a cut-short run still has complete headline seeds.
     plan = sorted(((row.secondary, seed, ROWS.index(row), row) for row in rows
@@ -203,6 +206,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f"{args.jobs} at a time")
     start = time.perf_counter()
     runs: list[dict] = []
+    if args.collect:  # tabulate finished runs (e.g. from several benchmark processes sharing --out)
+        done = [j for j in jobs if (out / slug(j[0].name) / f"seed{j[1]}" / "metrics.json").is_file()]
+        print(f"collecting {len(done)} of {len(jobs)} runs; missing: "
+              + (", ".join(f"{j[0].name} seed {j[1]}" for j in jobs if j not in done) or "none"))
+        jobs = done
     with get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
         for i, res in enumerate(pool.imap_unordered(run_one, jobs), 1):
             runs.append(res)
