@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -69,3 +70,17 @@ def compose(overrides: list[str], config_name: str = "train") -> dict[str, Any]:
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         cfg = hydra_compose(config_name=config_name, overrides=overrides)
     return OmegaConf.to_container(cfg, resolve=False)
+
+
+def resolve_run(cfg: Any) -> tuple[dict[str, Any], str]:
+    """The resolved config as a plain dict and the run directory: ``run_dir`` for a single run,
+    Hydra's per-job output folder under ``--multirun``."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    hc = HydraConfig.get()
+    run_dir = str(Path(cfg.run_dir if hc.mode == RunMode.RUN else hc.runtime.output_dir))
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved["run_dir"] = run_dir
+    return resolved, run_dir

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from shortcutlens.cli.common import CONF_DIR, clear_errors, resolve_device
+from shortcutlens.cli.common import CONF_DIR, clear_errors, resolve_device, resolve_run
 
 SHARED_KEYS = ("layers", "which")
 
@@ -148,14 +148,8 @@ register_defaults()
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="probe_app")
 @clear_errors
 def main(cfg: DictConfig) -> None:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    hc = HydraConfig.get()
-    run_dir = cfg.run_dir if hc.mode == RunMode.RUN else hc.runtime.output_dir
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    resolved["run_dir"] = str(Path(run_dir))
-    run(resolved, str(run_dir))
+    resolved, run_dir = resolve_run(cfg)
+    run(resolved, run_dir)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def visualize(
     max_images: int = 2048,
     with_shortcut: bool = True,
     data_root: str | None = None,
-    device: torch.device = torch.device("cpu"),
+    device: torch.device | None = None,
 ) -> dict[str, Any]:
     from shortcutlens.build import build_components, build_data
     from shortcutlens.checkpoint import CheckpointError, load_checkpoint
@@ -40,6 +40,7 @@ def visualize(
     from shortcutlens.data.shortcuts import edit_ratio
     from shortcutlens.visualize import edit_grid, heatmap, mean_edit_map, save_png, tile
 
+    device = device or torch.device("cpu")
     state = load_checkpoint(checkpoint, map_location="cpu")
     if "lens" not in state:
         raise CheckpointError(f"{checkpoint} was trained without a lens (lens=none): there are no edits to show")
@@ -86,8 +87,8 @@ def visualize(
     from torch.utils.tensorboard import SummaryWriter
 
     with SummaryWriter(str(out / "tb")) as writer:
-        from PIL import Image
         import numpy as np
+        from PIL import Image
 
         for tag, path in (("lens/edits", grid_png), ("lens/mean_edit", result["mean_edit_png"])):
             writer.add_image(tag, np.asarray(Image.open(path)), result["step"], dataformats="HWC")
