@@ -59,6 +59,7 @@ ROWS = [
     Row("gradient / no lens", "rotation", "gradient", secondary=True),
     Row("gradient / lens (random_wrong)", "rotation", "gradient", "random_wrong", secondary=True),
     Row("clean / lens (random_wrong)", "rotation", "none", "random_wrong"),
+    Row("clean / lens (least_likely)", "rotation", "none", "least_likely", secondary=True),
     # The other pretext tasks (issue 4): clean and with a shortcut that fits the task, without and with the
     # lens; full for the two non-classification tasks, random_wrong (DESIGN.md's lead) for the others.
     Row("relative_location clean / no lens", "relative_location", "none", extra=PATCH_EXTRA),
