@@ -121,6 +121,10 @@ class ScalingAdafactor(torch.optim.Adafactor):
                 else:
                     var.lerp_(g2.to(var.dtype), 1.0 - beta2)
                     update = g.float() * var.float().rsqrt()
+                if getattr(update, "placements", None) not in (None, getattr(p, "placements", None)):
+                    # FSDP2 shards are DTensors: the statistics above are global (DTensor reduces across
+                    # ranks), the update is brought back to the parameter's own shard before the in-place steps.
+                    update = update.redistribute(p.device_mesh, p.placements)
                 if group["clip_threshold"] is not None:
                     rms = update.pow(2).mean().sqrt()
                     update.div_((rms / group["clip_threshold"]).clamp_(min=1.0))

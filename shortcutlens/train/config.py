@@ -26,8 +26,12 @@ class TrainerConfig:
     image_every: int = 250          # lens-edit grid PNGs (0 disables)
     amp: str = "auto"               # auto (bf16 on CUDA) | bf16 | off
     channels_last: bool = False
-    compile: bool = False
+    compile: bool = False           # torch.compile the feature extractor (backbone + pretext head) and the lens
     progress: bool = True
+    # Under torchrun (see README, "Multi-GPU and multi-node"):
+    strategy: str = "ddp"           # ddp (replicate) | fsdp (shard parameters, gradients, optimizer state)
+    sync_bn: bool = False           # BatchNorm over the combined batch of all ranks (SyncBatchNorm)
+    find_unused_parameters: bool = False  # DDP: for models with parameters that some steps do not use
 
 
 @dataclass

@@ -10,7 +10,15 @@ Per step (Minderer et al. 2020 for the lens; DESIGN.md for the data flow)::
 
 ``full`` mode shares one forward and backward pass: a gradient-reversal layer between lens and
 backbone hands the lens the negated pretext gradient. ``least_likely``/``random_wrong`` also share the
-forward pass, then take two gradients (the pretext loss for F, the adversarial loss for the lens).
+forward pass, then take two gradients: the backbone sees the lensed images as a detached leaf, the
+adversarial loss's gradient with respect to that leaf is taken first and handed to the lens, then the
+pretext loss's backward fills the feature extractor's gradients.
+
+Under torchrun the backbone and the pretext head are one module (``Player``) wrapped in one
+``DistributedDataParallel`` — or sharded with FSDP2 (``trainer.strategy=fsdp``) — and the lens in its
+own DDP; every forward pass goes through the wrappers, so DDP's gradient hooks (or FSDP's
+reduce-scatter) fire for every parameter, in each mode. Rank 0 logs, checkpoints and probes; every
+rank resumes from the same checkpoint.
 
 Everything random is seeded from ``(seed, rank, step)`` at the start of each step and the batch is a
 pure function of the step, so a run resumed from a checkpoint continues exactly where it stopped.
@@ -18,6 +26,7 @@ pure function of the step, so a run resumed from a checkpoint continues exactly 
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -38,9 +47,9 @@ from shortcutlens.data.loader import BatchLoader, to_float
 from shortcutlens.data.shortcuts import Shortcut, edit_ratio
 from shortcutlens.eval.features import extract_features
 from shortcutlens.eval.linear import linear_probe
+from shortcutlens.flops import flop_counter, training_compute
 from shortcutlens.lens import reverse_gradient
 from shortcutlens.train.config import AdversaryConfig, ProbeConfig, TrainerConfig
-from shortcutlens.flops import flop_counter, training_compute
 from shortcutlens.train.optim import build_optimizer, lr_at, param_groups, set_lr
 from shortcutlens.train.scaling_recipe import head_body_param_groups
 from shortcutlens.visualize import edit_grid, save_png
@@ -52,6 +61,35 @@ class NonFiniteLossError(RuntimeError):
 
 def step_seed(seed: int, rank: int, step: int) -> int:
     return (seed * 1_000_003 + rank * 10_007 + step) % (2**63 - 1)
+
+
+class Player(nn.Module):
+    """The feature extractor's side of the game as one module: backbone, pretext head and losses.
+
+    One module so that DDP and FSDP see a single forward pass that uses every parameter (a head called
+    outside its wrapper's forward would never have its gradient synchronised, and FSDP would find its
+    weights still sharded).
+
+    ``forward(inputs, targets, n, adv_mode)`` -> ``(loss, adv_loss | None, metrics)``: the pretext loss on
+    ``inputs[:n]`` plus, when ``inputs`` is longer, the same loss on the raw copies ``inputs[n:]``
+    (``feed_raw``); ``adv_mode`` adds the lens's adversarial loss on ``inputs[:n]``.
+    """
+
+    def __init__(self, backbone: nn.Module, pretext: Pretext) -> None:
+        super().__init__()
+        self.backbone, self.pretext = backbone, pretext
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, n: int | None = None,
+                adv_mode: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+        n = inputs.shape[0] if n is None else n
+        features = self.pretext.embed(self.backbone, inputs)
+        loss, metrics = self.pretext.loss(features[:n], targets)
+        if features.shape[0] > n:
+            raw_loss, raw_metrics = self.pretext.loss(features[n:], targets)
+            loss = loss + raw_loss
+            metrics["acc_raw"] = raw_metrics["acc"]
+        adv_loss = self.pretext.adversarial_loss(features[:n], targets, adv_mode) if adv_mode else None
+        return loss, adv_loss, metrics
 
 
 def resolve_amp(amp: str, device: torch.device) -> bool:
@@ -104,11 +142,28 @@ class Trainer:
                 "Use lens.mode=full."
             )
 
+        if trainer.strategy not in dist.STRATEGIES:
+            raise ValueError(f"Unknown strategy '{trainer.strategy}'. Valid strategies: {', '.join(dist.STRATEGIES)}")
+
         memory_format = torch.channels_last if trainer.channels_last else torch.preserve_format
-        self.backbone = backbone.to(device, memory_format=memory_format)
-        self.pretext = pretext.to(device)
+        backbone, pretext = backbone.to(device, memory_format=memory_format), pretext.to(device)
+        if trainer.sync_bn and self.world > 1:
+            backbone, pretext = dist.convert_sync_batchnorm(backbone, device), dist.convert_sync_batchnorm(pretext, device)
+        self.backbone, self.pretext = backbone, pretext
         self.lens = lens.to(device) if lens is not None else None
-        self.model_params = [p for m in (self.backbone, self.pretext) for p in m.parameters()]
+        self.player = Player(backbone, pretext)  # the plain module; DDP/compile wrap it in train_player
+        self.fsdp = trainer.strategy == "fsdp" and self.world > 1
+        self.eval_copy: Player | None = None
+        if self.fsdp:
+            # Rank 0 evaluates alone (probe, pretext accuracy) on whole weights: a host copy, refreshed from
+            # the shards by finish(). It starts as the initial weights, for the untrained probe.
+            self.eval_copy = copy.deepcopy(self.player).cpu() if self.rank == 0 else None
+            train_player = dist.shard_fsdp(self.player, dist.fsdp_units(backbone))
+        else:
+            train_player = dist.wrap_ddp(self.player, device, find_unused_parameters=trainer.find_unused_parameters)
+        train_lens = dist.wrap_ddp(self.lens, device) if self.lens is not None else None
+        # Built after sharding: under FSDP these are the local shards, so optimizer state is sharded too.
+        self.model_params = list(self.player.parameters())
         if trainer.head_weight_decay is None:
             groups = param_groups([self.backbone, self.pretext], trainer.weight_decay)
         else:  # Scaling ViT: a much higher decay on the head than on the body
@@ -116,14 +171,9 @@ class Trainer:
                                             head_weight_decay=trainer.head_weight_decay)
         self.optimizer = build_optimizer(groups, name=trainer.optimizer, lr=trainer.lr, momentum=trainer.momentum)
         self.lens_optimizer = torch.optim.Adam(self.lens.parameters(), lr=adversary.lr) if self.lens is not None else None
-        if self.world > 1:
-            ids = [device.index] if device.type == "cuda" else None
-            self.backbone = nn.parallel.DistributedDataParallel(self.backbone, device_ids=ids)
-            self.pretext = nn.parallel.DistributedDataParallel(self.pretext, device_ids=ids) if any(
-                p.requires_grad for p in self.pretext.parameters()) else self.pretext
-            if self.lens is not None:
-                self.lens = nn.parallel.DistributedDataParallel(self.lens, device_ids=ids)
-        self.forward_backbone: nn.Module = torch.compile(self.backbone) if trainer.compile else self.backbone
+        compile_ = torch.compile if trainer.compile else (lambda m: m)
+        self.train_player: nn.Module = compile_(train_player)
+        self.train_lens: nn.Module | None = compile_(train_lens) if train_lens is not None else None
         self.augment = build_augment(trainer.augment, image_size=data.image_size).to(device)
         self.loader = BatchLoader(data.train, batch_size=trainer.batch_size, seed=seed, device=device,
                                   rank=self.rank, world_size=self.world)
@@ -137,7 +187,7 @@ class Trainer:
         lr = lr_at(step, base_lr=self.cfg.lr, total_steps=self.cfg.steps, warmup_steps=self.cfg.warmup_steps,
                    schedule=self.cfg.schedule, cooldown_steps=self.cfg.cooldown_steps, timescale=self.cfg.rsqrt_timescale)
         set_lr(self.optimizer, lr)
-        pretext = unwrap(self.pretext)
+        pretext = self.pretext
         x, _ = self.loader.batch(step)
         x = to_float(x)
         if self.shortcut is not None:
@@ -150,41 +200,39 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.lens_optimizer is not None:
             self.lens_optimizer.zero_grad(set_to_none=True)
+        targeted = self.lens is not None and self.adv.mode != "full"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             if self.lens is None:
-                features = pretext.embed(self.forward_backbone, inputs)
-                loss, metrics = pretext.loss(features, targets)
+                loss, _, metrics = self.train_player(inputs, targets)
                 total = loss
             else:
-                lensed = self.lens(inputs)
+                lensed = self.train_lens(inputs)
                 rec = (lensed.float() - inputs.float()).pow(2).mean()
                 n = inputs.shape[0]
-                if self.adv.mode == "full":
+                if targeted:
+                    # A leaf: the adversarial gradient stops here and is handed to the lens below.
+                    seen = leaf = lensed.detach().requires_grad_()
+                else:
                     # One pass for both players: identity forward, negated gradient into the lens.
                     seen = reverse_gradient(lensed, self.adv.reverse_scale)
-                else:
-                    seen = lensed
                 if self.adv.feed_raw:
                     seen = torch.cat([seen, inputs])
-                features = pretext.embed(self.forward_backbone, seen)
-                loss, metrics = pretext.loss(features[:n], targets)
-                if self.adv.feed_raw:
-                    raw_loss, raw_metrics = pretext.loss(features[n:], targets)
-                    loss = loss + raw_loss
-                    metrics["acc_raw"] = raw_metrics["acc"]
+                loss, adv_loss, metrics = self.train_player(seen, targets, n, self.adv.mode if targeted else None)
                 metrics["rec"] = rec.detach()
                 metrics["edit"] = (lensed.detach() - inputs).abs().mean()
-                if self.adv.mode == "full":
-                    total = loss + self.adv.rec_weight * rec
+                if targeted:
+                    metrics["adv_loss"] = (adv_loss + self.adv.rec_weight * rec).detach()
                 else:
-                    adv_loss = pretext.adversarial_loss(features[:n], targets, self.adv.mode) + self.adv.rec_weight * rec
-                    metrics["adv_loss"] = adv_loss.detach()
-        if self.lens is None or self.adv.mode == "full":
+                    total = loss + self.adv.rec_weight * rec
+        if not targeted:
             total.backward()
         else:
-            lens_params = [p for p in self.lens.parameters()]
-            loss.backward(inputs=self.model_params, retain_graph=True)
-            adv_loss.backward(inputs=lens_params)
+            # ∂adv/∂x' first: the pretext backward below frees the graph (and FSDP's gathered weights).
+            # (backward(inputs=...) rather than autograd.grad: the FLOP counter's module hooks reject the latter.)
+            adv_loss.backward(inputs=[leaf], retain_graph=True)
+            grad_seen, leaf.grad = leaf.grad, None
+            loss.backward()
+            ((lensed * grad_seen).sum() + self.adv.rec_weight * rec).backward()
         if self.cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model_params, self.cfg.grad_clip)
         self.optimizer.step()
@@ -197,10 +245,12 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         ckpt_path = self.run_dir / "checkpoints" / "latest.pt"
-        if self.resume and ckpt_path.is_file():
+        if dist.broadcast_object(self.resume and ckpt_path.is_file()):  # rank 0 decides, every rank loads
             self.load(ckpt_path)
         elif self.probe_cfg.untrained and self.rank == 0:
             self.extra_state["probe_untrained"] = self.run_probe(desc="probe (untrained)")["accuracy"]
+            if self.eval_copy is not None:
+                self.eval_copy.cpu()
         if self.rank == 0:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -210,7 +260,7 @@ class Trainer:
         window: dict[str, list[torch.Tensor]] = {}
         last_log, last_step = time.perf_counter(), self.step
         images_per_step = self.cfg.batch_size * self.world
-        self.backbone.train()
+        self.player.train()
         while self.step < self.cfg.steps:
             if "flops_per_step" not in self.extra_state:
                 # Counted once, on the first step: the compute axis of scaling-law fits.
@@ -252,10 +302,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ lens diagnostics
     @torch.no_grad()
-    def lens_diagnostics(self) -> dict[str, float]:
-        """Edit inside/outside the shortcut's region, on upright shortcut-bearing training images."""
-        if self.lens is None or self.rank != 0:
+    def lens_diagnostics(self, player: Player | None = None) -> dict[str, float]:
+        """Edit inside/outside the shortcut's region, on upright shortcut-bearing training images.
+
+        Rank 0 alone, on the plain modules (or the given ``player``); under FSDP, during training, every
+        rank runs it (the sharded forward is a collective) and rank 0 keeps the numbers."""
+        if self.lens is None or (self.rank != 0 and not (self.fsdp and player is None)):
             return {}
+        player = player or self.player
         x, _ = self.loader.batch(self.step)
         x = to_float(x[:64])
         if self.shortcut is not None:
@@ -268,13 +322,12 @@ class Trainer:
             out["edit_ratio"] = edit_ratio(edit, region)
         # Pretext accuracy on raw and on lensed views of the same images (eval mode): how much of the
         # task the lens has taken away, and how much the raw images still give away.
-        backbone, pretext = unwrap(self.backbone), unwrap(self.pretext)
-        backbone.eval()
-        inputs, targets = pretext.views(x)
+        player.eval()
+        inputs, targets = player.pretext.views(x)
         for name, seen in (("eval_acc_raw", inputs), ("eval_acc_lensed", lens.apply(inputs))):
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                out[name] = pretext.loss(pretext.embed(backbone, seen), targets)[1]["acc"].item()
-        backbone.train()
+                out[name] = player(seen, targets)[2]["acc"].item()
+        player.train()
         return out
 
     def save_edit_grid(self) -> None:
@@ -292,11 +345,18 @@ class Trainer:
         self.last_edit_png = str(path)
 
     # ------------------------------------------------------------------ probe and results
+    def eval_player(self) -> Player:
+        """Whole, unwrapped backbone and pretext for evaluation on rank 0 (under FSDP the host copy,
+        brought to the device)."""
+        if self.eval_copy is not None:
+            return self.eval_copy.to(self.device)
+        return self.player
+
     def run_probe(self, *, desc: str = "probe") -> dict[str, Any]:
-        backbone, lens = unwrap(self.backbone), unwrap(self.lens) if self.lens is not None else None
+        backbone, lens = self.eval_player().backbone, unwrap(self.lens) if self.lens is not None else None
         which = self.probe_cfg.features if lens is not None else "raw"
-        kw = dict(device=self.device, batch_size=self.probe_cfg.batch_size, lens=lens, which=which, amp=self.amp,
-                  progress=self.cfg.progress)
+        kw = {"device": self.device, "batch_size": self.probe_cfg.batch_size, "lens": lens, "which": which,
+              "amp": self.amp, "progress": self.cfg.progress}
         train = self.data.train
         if 0 < self.probe_cfg.max_train < len(train):
             keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[: self.probe_cfg.max_train]
@@ -316,7 +376,8 @@ class Trainer:
     @torch.no_grad()
     def pretext_accuracy(self, *, with_shortcut: bool, through_lens: bool, max_images: int = 2048) -> float:
         """Pretext accuracy of the trained head on test images (eval mode)."""
-        backbone, pretext = unwrap(self.backbone), unwrap(self.pretext)
+        player = self.eval_player()
+        backbone, pretext = player.backbone, player.pretext
         lens = unwrap(self.lens) if (through_lens and self.lens is not None) else None
         backbone.eval()
         torch.manual_seed(step_seed(self.seed, 0, 10**9))
@@ -339,6 +400,10 @@ class Trainer:
         return correct / max(total, 1)
 
     def finish(self) -> dict[str, Any]:
+        if self.fsdp:  # gather the trained shards into rank 0's whole copy (a collective)
+            full = dist.full_model_state_dict(self.player)
+            if self.eval_copy is not None:
+                self.eval_copy.load_state_dict(full)
         if self.rank != 0:
             dist.barrier()
             return {}
@@ -351,7 +416,7 @@ class Trainer:
             results["pretext_acc_clean"] = self.pretext_accuracy(with_shortcut=False, through_lens=False)
         if self.lens is not None:
             results["pretext_acc_lensed"] = self.pretext_accuracy(with_shortcut=True, through_lens=True)
-            results.update(self.lens_diagnostics())
+            results.update(self.lens_diagnostics(self.eval_player()))
             if hasattr(self, "last_edit_png"):
                 results["edit_png"] = self.last_edit_png
         probe = self.run_probe()
@@ -374,13 +439,23 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
+        """Whole weights and optimizer state; under FSDP gathered on rank 0 (a collective: every rank
+        calls it; the other ranks get partial dicts to throw away)."""
+        if self.fsdp:
+            full = dist.full_model_state_dict(self.player)
+            models = {name: {k[len(name) + 1 :]: v for k, v in full.items() if k.startswith(name + ".")}
+                      for name in ("backbone", "pretext")}
+            optimizer = dist.full_optimizer_state_dict(self.player, self.optimizer)  # keyed by parameter name
+        else:
+            models = {"backbone": unwrap(self.backbone).state_dict(), "pretext": unwrap(self.pretext).state_dict()}
+            optimizer = self.optimizer.state_dict()
         state: dict[str, Any] = {
             "step": self.step,
             "seed": self.seed,
             "spec": self.spec,
-            "backbone": unwrap(self.backbone).state_dict(),
-            "pretext": unwrap(self.pretext).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            **models,
+            "optimizer": optimizer,
+            "strategy": "fsdp" if self.fsdp else "ddp",
             "extra": dict(self.extra_state),
             "rng_cpu": torch.get_rng_state(),
         }
@@ -392,15 +467,25 @@ class Trainer:
         return state
 
     def save(self, path: Path) -> None:
+        state = self.state_dict() if (self.rank == 0 or self.fsdp) else None
         if self.rank == 0:
-            save_checkpoint(self.state_dict(), path)
+            save_checkpoint(state, path)
         dist.barrier()
 
     def load(self, path: Path) -> None:
         state = load_checkpoint(path, map_location=self.device)
-        unwrap(self.backbone).load_state_dict(state["backbone"])
-        unwrap(self.pretext).load_state_dict(state["pretext"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        saved_with = state.get("strategy", "ddp")
+        if saved_with != ("fsdp" if self.fsdp else "ddp"):
+            raise ValueError(f"{path} holds {saved_with} optimizer state; resume it with trainer.strategy={saved_with} "
+                             "(on several ranks for fsdp)")
+        if self.fsdp:  # every rank read the whole checkpoint; each keeps its own shard
+            dist.load_full_model_state_dict(self.player, {f"{name}.{k}": v for name in ("backbone", "pretext")
+                                                         for k, v in state[name].items()})
+            dist.load_full_optimizer_state_dict(self.player, self.optimizer, state["optimizer"])
+        else:
+            unwrap(self.backbone).load_state_dict(state["backbone"])
+            unwrap(self.pretext).load_state_dict(state["pretext"])
+            self.optimizer.load_state_dict(state["optimizer"])
         if self.lens is not None:
             if "lens" not in state:
                 raise ValueError(f"{path} was trained without a lens; cannot resume it with one")
