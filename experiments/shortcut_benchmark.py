@@ -140,15 +140,27 @@ def summarise(rows: list[Row], runs: list[dict]) -> list[dict]:
         for key in ("pretext_acc", "pretext_acc_clean", "probe_acc", "edit_ratio"):
             entry[key], entry[key + "_std"] = mean_std([r[key] for r in mine])
         table.append(entry)
-    # Recovery of each lens row against the clean and no-lens rows of its pretext and shortcut.
-    by = {(e["pretext"], e["shortcut"], e["lens"]): e for e in table}
+    # Recovery of each lens row against the clean and no-lens rows of its pretext and shortcut, and the
+    # cost of a lens on clean data, paired by seed: only seeds that all rows involved share are used
+    # (seeds move these baselines by several points, so unpaired means would mislead).
+    probe = {(r["row"], r["seed"]): r["probe_acc"] for r in runs}
+    names = {(row.pretext, row.shortcut, row.mode or "none"): row.name for row in rows}
     for e in table:
-        clean, short = by.get((e["pretext"], "none", "none")), by.get((e["pretext"], e["shortcut"], "none"))
-        if e["lens"] != "none" and e["shortcut"] != "none" and clean and short:
-            gap = clean["probe_acc"] - short["probe_acc"]
-            e["recovery"] = (e["probe_acc"] - short["probe_acc"]) / gap if gap > 0 else None
-        if e["lens"] != "none" and e["shortcut"] == "none" and clean:
-            e["clean_cost_points"] = 100 * (clean["probe_acc"] - e["probe_acc"])
+        clean = names.get((e["pretext"], "none", "none"))
+        short = names.get((e["pretext"], e["shortcut"], "none"))
+        if e["lens"] == "none" or clean is None:
+            continue
+        involved = [e["row"], clean] + ([short] if e["shortcut"] != "none" and short else [])
+        seeds = [s for s in e["seeds"] if all((n, s) in probe for n in involved)]
+        if not seeds:
+            continue
+        mean = lambda n: statistics.fmean(probe[(n, s)] for s in seeds)  # noqa: E731
+        e["paired_seeds"] = seeds
+        if e["shortcut"] != "none" and short:
+            gap = mean(clean) - mean(short)
+            e["recovery"] = (mean(e["row"]) - mean(short)) / gap if gap > 0 else None
+        elif e["shortcut"] == "none":
+            e["clean_cost_points"] = 100 * (mean(clean) - mean(e["row"]))
     return table
 
 
@@ -156,13 +168,14 @@ def markdown(table: list[dict]) -> str:
     def pct(e: dict, k: str) -> str:
         return f"{100 * e[k]:.1f} ± {100 * e[k + '_std']:.1f}" if e[k] == e[k] else "-"
 
-    lines = ["| pretext | row | pretext acc (raw, %) | linear probe (clean test, %) | edit in/out | recovery |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| pretext | row | seeds | pretext acc (raw, %) | linear probe (clean test, %) | edit in/out | recovery (paired by seed) |",
+             "|---|---|---|---|---|---|---|"]
     for e in table:
         ratio = f"{e['edit_ratio']:.1f}× ± {e['edit_ratio_std']:.1f}" if e["edit_ratio"] == e["edit_ratio"] else "-"
-        rec = f"{100 * e['recovery']:.0f}%" if e.get("recovery") is not None else (
-            f"cost {e['clean_cost_points']:+.1f} pt" if "clean_cost_points" in e else "-")
-        lines.append(f"| {e['pretext']} | {e['row']} | {pct(e, 'pretext_acc')} | {pct(e, 'probe_acc')} | {ratio} | {rec} |")
+        paired = f" (seeds {','.join(map(str, e['paired_seeds']))})" if "paired_seeds" in e else ""
+        rec = f"{100 * e['recovery']:.0f}%{paired}" if e.get("recovery") is not None else (
+            f"cost {e['clean_cost_points']:+.1f} pt{paired}" if "clean_cost_points" in e else "-")
+        lines.append(f"| {e['pretext']} | {e['row']} | {len(e['seeds'])} | {pct(e, 'pretext_acc')} | {pct(e, 'probe_acc')} | {ratio} | {rec} |")
     return "\n".join(lines)
 
 
