@@ -6,8 +6,8 @@ test images (raw, no lens), the linear probe on clean test images, and the mean 
 shortcut's region over the mean outside. Each cell is mean ± std over seeds. The recovery of a lens
 row is (lens − shortcut) / (clean − shortcut) on the probe, against the rows of the same pretext.
 
-    python experiments/shortcut_benchmark.py            # the README table (about 1 h on 2 idle CPU cores)
-    python experiments/shortcut_benchmark.py --quick    # 4 rows, 1 seed, 200 steps (~10 min on 2 cores)
+    python experiments/shortcut_benchmark.py --rows rotation   # the README table (about 1.5 h of 2 CPU cores)
+    python experiments/shortcut_benchmark.py --quick    # 4 rows, 1 seed, 200 steps
     python experiments/shortcut_benchmark.py --rows arrow --seeds 0 1 2 --jobs 2
 
 Writes experiments/results/shortcut_benchmark[_quick].{json,md} and the lens-edit PNG of the best
