@@ -31,7 +31,7 @@ def list_backbones() -> list[str]:
 
 
 # Importing the modules registers their builders.
-from shortcutlens.backbones import resnet  # noqa: E402,F401
+from shortcutlens.backbones import resnet  # noqa: F401
 
 for _optional in ("vit", "mixer"):
     try:

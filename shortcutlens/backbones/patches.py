@@ -40,3 +40,21 @@ def patch_grid(height: int, width: int, patch_size: int, *, model: str) -> tuple
             f"pick an image size that is a multiple of {patch_size} or another patch size (variant '<size>/<patch>')"
         )
     return height // patch_size, width // patch_size
+
+
+def block_intermediates(model, x, layers) -> list:
+    """Tokens after the stem (index 0) and after each block (1..depth) of a block-stacked token model
+    (``embed``, ``blocks``, ``_block``, ``norm``, ``depth``, ``num_intermediates``); the last includes the
+    final LayerNorm, so it equals ``forward_features``. Stops after the deepest requested block."""
+    from shortcutlens.backbones.resnet import resolve_layer_indices
+
+    indices = resolve_layer_indices(layers, model.num_intermediates)
+    last = max(indices)
+    outs = {0: model.embed(x)}
+    x = outs[0]
+    for i, block in enumerate(model.blocks, start=1):
+        if i > last:
+            break
+        x = model._block(block, x)
+        outs[i] = model.norm(x) if i == model.depth else x
+    return [outs[i] for i in indices]

@@ -15,7 +15,7 @@ Shapes (default 32 px input, small stem, depth 18, width 1): ``forward`` ``(B, 3
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -31,8 +31,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from shortcutlens.backbones import BACKBONES
-from shortcutlens.backbones.patches import parse_variant, patch_grid
-from shortcutlens.backbones.resnet import resolve_layer_indices
+from shortcutlens.backbones.patches import block_intermediates, parse_variant, patch_grid
 from shortcutlens.backbones.stochastic_depth import DropPath, drop_path_rates
 
 
@@ -284,16 +283,7 @@ class VisionTransformer(nn.Module):
         Returns:
             list of ``(B, [1 +] N, D)`` tensors, in the order of the requested indices.
         """
-        indices = resolve_layer_indices(layers, self.num_intermediates)
-        last = max(indices)
-        outs: dict[int, torch.Tensor] = {0: self.embed(x)}
-        x = outs[0]
-        for i, block in enumerate(self.blocks, start=1):
-            if i > last:
-                break
-            x = self._block(block, x)
-            outs[i] = self.norm(x) if i == self.depth else x
-        return [outs[i] for i in indices]
+        return block_intermediates(self, x, layers)
 
 
 @BACKBONES.register("vit")
