@@ -142,10 +142,7 @@ class MlpMixer(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, H, W) -> (B, S, C)`` normalised tokens."""
-        x = self.embed(x)
-        for block in self.blocks:
-            x = self._block(block, x)
-        return self.norm(x)
+        return block_intermediates(self, x, [-1])[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, H, W) -> (B, C)`` global average of the tokens."""

@@ -252,10 +252,7 @@ class VisionTransformer(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W) -> (B, [1 +] N, D)`` normalised output tokens."""
-        x = self.embed(x)
-        for block in self.blocks:
-            x = self._block(block, x)
-        return self.norm(x)
+        return block_intermediates(self, x, [-1])[0]
 
     def pool_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """``(B, [1 +] N, D) -> (B, D)`` with the configured pooling."""
