@@ -2,7 +2,9 @@
 the same step without a lens, side by side in one run, on the same batch and model.
 
     python experiments/bench_lens.py                         # default ResNet, 32 px, batch 128
-    python experiments/bench_lens.py --backbone-widths 0.125 0.25 1 --lens-widths 4 8 16
+    python experiments/bench_lens.py --backbone-widths 0.125 0.25 1 --lenses 8s2 4s1 8s1
+
+A lens is ``<width>s<stride>``: ``8s2`` is the default U-Net lens (width 8 on 2×2 pixel blocks).
 
 Prints a Markdown table and writes experiments/results/bench_lens.json. Steps alternate between the
 settings being compared (interleaved repeats, median time), so a noisy neighbour on the machine
@@ -28,12 +30,19 @@ from shortcutlens.train.loop import Trainer
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def make_trainer(*, backbone_width: float, lens_width: int | None, mode: str, batch: int, device: torch.device) -> Trainer:
+def parse_lens(text: str) -> tuple[int, int]:
+    """``"8s2"`` -> (width 8, stride 2); a bare ``"8"`` means stride 1."""
+    width, _, stride = text.partition("s")
+    return int(width), int(stride or 1)
+
+
+def make_trainer(*, backbone_width: float, lens_width: int | None, mode: str, batch: int, device: torch.device,
+                 lens_stride: int = 1) -> Trainer:
     spec = {
         "data": {"name": "synthetic", "image_size": 32, "num_train": 4 * batch, "num_test": 16},
         "backbone": {"name": "resnet", "depth": 18, "width": backbone_width},
         "pretext": {"name": "rotation", "all_rotations": False},
-        "lens": {"name": "unet", "width": lens_width} if lens_width else {"name": "none"},
+        "lens": {"name": "unet", "width": lens_width, "stride": lens_stride} if lens_width else {"name": "none"},
         "shortcut": {"name": "arrow"},
     }
     torch.manual_seed(0)
@@ -64,7 +73,7 @@ def time_steps(trainers: dict[str, Trainer], *, repeats: int, warmup: int) -> di
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backbone-widths", nargs="*", type=float, default=[0.125, 0.25])
-    parser.add_argument("--lens-widths", nargs="*", type=int, default=[4, 8])
+    parser.add_argument("--lenses", nargs="*", default=["8s2", "8s1"], help="<width>s<stride>, e.g. 8s2 (the default lens)")
     parser.add_argument("--modes", nargs="*", default=["full", "random_wrong"])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=8)
@@ -74,18 +83,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = []
     for bw in args.backbone_widths:
         trainers = {"none": make_trainer(backbone_width=bw, lens_width=None, mode="full", batch=args.batch, device=device)}
-        for lw in args.lens_widths:
+        for lens in args.lenses:
+            lw, ls = parse_lens(lens)
             for mode in args.modes:
-                trainers[f"{mode}/{lw}"] = make_trainer(backbone_width=bw, lens_width=lw, mode=mode, batch=args.batch, device=device)
+                trainers[f"{mode}/{lens}"] = make_trainer(backbone_width=bw, lens_width=lw, lens_stride=ls, mode=mode,
+                                                          batch=args.batch, device=device)
         med = time_steps(trainers, repeats=args.repeats, warmup=args.warmup)
         for name, sec in med.items():
-            mode, lw = (name.split("/") + [None])[:2] if name != "none" else ("no lens", None)
-            rows.append({"backbone_width": bw, "lens_width": int(lw) if lw else None, "mode": mode, "step_ms": 1000 * sec,
+            mode, lens = name.split("/") if name != "none" else ("no lens", None)
+            lw, ls = parse_lens(lens) if lens else (None, None)
+            rows.append({"backbone_width": bw, "lens_width": lw, "lens_stride": ls, "mode": mode, "step_ms": 1000 * sec,
                          "ratio": sec / med["none"], "images_per_s": args.batch / sec})
-    lines = ["| backbone (ResNet-18 width) | lens | lens width | step (ms) | × no-lens step | images/s |", "|---|---|---|---|---|---|"]
+    lines = ["| backbone (ResNet-18 width) | lens mode | lens width | lens stride | step (ms) | × no-lens step | images/s |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['backbone_width']} | {r['mode']} | {r['lens_width'] or '-'} | {r['step_ms']:.0f} | "
-                     f"{r['ratio']:.2f}× | {r['images_per_s']:.0f} |")
+        lines.append(f"| {r['backbone_width']} | {r['mode']} | {r['lens_width'] or '-'} | {r['lens_stride'] or '-'} | "
+                     f"{r['step_ms']:.0f} | {r['ratio']:.2f}× | {r['images_per_s']:.0f} |")
     md = "\n".join(lines)
     machine = (torch.cuda.get_device_name() if device.type == "cuda"
                else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")

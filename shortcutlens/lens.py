@@ -14,6 +14,12 @@ input. Two ways to hold it close (``constraint``):
 The final 1×1 convolution starts at zero, so an untrained lens is exactly the identity.
 Depth adapts to the image: ``levels = min(max_levels, log2(size / 4))`` downsamplings (≥ 1 for 8 px).
 
+``stride`` > 1 folds each ``stride × stride`` block of pixels into channels before the U-Net
+(``pixel_unshuffle``) and unfolds the residual after it (``pixel_shuffle``, as in Shi et al., CVPR 2016):
+the edit keeps full resolution, one value per pixel, while the network runs at ``1/stride`` of the side
+and costs about ``1/stride²`` of the compute. With a small backbone the lens would otherwise cost as
+much as the feature extractor it plays against.
+
 Shapes: ``(B, C, H, W) -> (B, C, H, W)``; ``residual(x)`` gives ``r(x)`` after the constraint.
 """
 
@@ -23,8 +29,8 @@ import math
 from typing import Any
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from shortcutlens.registry import Registry
 
@@ -60,6 +66,7 @@ class UNetLens(nn.Module):
     constraint: ``budget`` or ``penalty`` (see module docstring).
     budget: the mean |edit| per image allowed under ``budget``.
     clamp: keep ``x'`` inside ``data_range`` (images are in [0, 1] by default).
+    stride: run the U-Net on ``stride × stride`` pixel blocks folded into channels (see module docstring).
     """
 
     def __init__(
@@ -73,10 +80,15 @@ class UNetLens(nn.Module):
         budget: float = 0.02,
         clamp: bool = True,
         data_range: tuple[float, float] = (0.0, 1.0),
+        stride: int = 1,
     ) -> None:
         super().__init__()
-        if img_size < 8:
-            raise ValueError(f"the U-Net lens needs images of at least 8 px, got {img_size}")
+        if stride < 1 or img_size % stride:
+            raise ValueError(f"lens stride must be a positive divisor of the image size {img_size}, got {stride}")
+        if img_size // stride < 8:
+            raise ValueError(f"the U-Net lens needs images of at least 8 px (after stride {stride}), got {img_size}")
+        self.stride = stride
+        in_chans, img_size = in_chans * stride**2, img_size // stride
         if constraint not in CONSTRAINTS:
             raise ValueError(f"Unknown lens constraint '{constraint}'. Valid constraints: {', '.join(CONSTRAINTS)}")
         if constraint == "budget" and budget <= 0:
@@ -93,6 +105,8 @@ class UNetLens(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def raw_residual(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride > 1:
+            x = F.pixel_unshuffle(x, self.stride)
         skips = [self.inc(x)]
         h = skips[0]
         for block in self.down:
@@ -102,7 +116,8 @@ class UNetLens(nn.Module):
         for block, skip in zip(self.up, reversed(skips[:-1])):
             h = F.interpolate(h, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             h = block(torch.cat([h, skip], dim=1))
-        return self.out(h)
+        r = self.out(h)
+        return F.pixel_shuffle(r, self.stride) if self.stride > 1 else r
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         r = self.raw_residual(x)
@@ -144,21 +159,22 @@ def unet(
     constraint: str = "budget",
     budget: float = 0.02,
     clamp: bool = True,
+    stride: int = 1,
 ) -> UNetLens:
     return UNetLens(in_chans=in_chans, img_size=img_size, width=width, max_levels=max_levels,
-                    constraint=constraint, budget=budget, clamp=clamp)
+                    constraint=constraint, budget=budget, clamp=clamp, stride=stride)
 
 
 class _GradientReversal(torch.autograd.Function):
     """Identity forward; multiplies the incoming gradient by ``-scale`` on the way back."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:  # noqa: ANN001
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
         ctx.scale = scale
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: ANN001
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         return -ctx.scale * grad, None
 
 

@@ -24,6 +24,23 @@ def test_depth_adapts_to_image_size():
         UNetLens(img_size=7)
 
 
+def test_strided_lens_folds_pixel_blocks_and_edits_at_full_resolution():
+    lens = UNetLens(in_chans=3, img_size=32, width=4, stride=2)
+    assert lens.levels == 2  # depth follows the folded 16 px side
+    assert lens.inc[0].in_channels == 12 and lens.out.out_channels == 12
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(lens(x), x)  # still the identity at initialisation
+    r = _perturbed(lens, 1.0).raw_residual(x)
+    assert r.shape == x.shape
+    # pixel_shuffle: one output value per pixel, so the four pixels of a 2x2 block differ
+    blocks = torch.nn.functional.pixel_unshuffle(r, 2).view(2, 3, 4, 16, 16)
+    assert (blocks.std(dim=2) > 0).float().mean() > 0.99
+    with pytest.raises(ValueError, match="divisor of the image size 30"):
+        UNetLens(img_size=30, stride=4)
+    with pytest.raises(ValueError, match="after stride 2"):
+        UNetLens(img_size=14, stride=2)
+
+
 def _perturbed(lens: UNetLens, scale: float) -> UNetLens:
     torch.manual_seed(0)
     with torch.no_grad():
