@@ -54,6 +54,10 @@ class BatchLoader:
             else:
                 images, labels = images.pin_memory(), labels.pin_memory()
         self.images, self.labels = images, labels
+        # A large dataset stays in pinned host memory; the batch is gathered into a pinned buffer too,
+        # so that its copy to the device is truly asynchronous (a plain index_select result is pageable).
+        self._pinned = images.is_pinned() and self.device.type == "cuda"
+        self._buffers: list[tuple[torch.Tensor, torch.Tensor, torch.cuda.Event]] = []
         self._epoch = -1
         self._order: torch.Tensor | None = None
 
@@ -69,8 +73,23 @@ class BatchLoader:
         """``(uint8 images (B, C, H, W), labels (B,))`` for global ``step``, on ``self.device``."""
         epoch, i = divmod(step, self.steps_per_epoch)
         idx = self._order_for(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
-        x, y = self.images.index_select(0, idx), self.labels.index_select(0, idx)
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if not self._pinned:
+            x, y = self.images.index_select(0, idx), self.labels.index_select(0, idx)
+            return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        # Two pinned buffers used in turn: the copy of step t may still be in flight while step t + 1
+        # is gathered. Before a buffer is refilled, the host waits for the event recorded after its last
+        # copy (two steps ago, so in practice long finished: no stall of the device queue).
+        if not self._buffers:
+            self._buffers = [(torch.empty((self.batch_size, *self.images.shape[1:]), dtype=self.images.dtype).pin_memory(),
+                              torch.empty(self.batch_size, dtype=self.labels.dtype).pin_memory(),
+                              torch.cuda.Event()) for _ in range(2)]
+        bx, by, copied = self._buffers[step % 2]
+        copied.synchronize()
+        torch.index_select(self.images, 0, idx, out=bx)
+        torch.index_select(self.labels, 0, idx, out=by)
+        x, y = bx.to(self.device, non_blocking=True), by.to(self.device, non_blocking=True)
+        copied.record()
+        return x, y
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
