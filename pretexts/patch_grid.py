@@ -27,8 +27,10 @@ Jigsaw's shuffling is applied to the per-tile features in ``loss``, exactly as K
 reference permutes trunk outputs; that is identical to shuffling the tiles before the trunk, because
 the trunk processes each tile on its own.
 
-The trunk is the backbone run on ``P``-px tiles (a convolutional backbone; a ViT built for the full
-image size would need ``img_size = P``). The linear probe later runs it on whole images.
+The trunk is the backbone run on ``P``-px tiles, and ``build_components`` builds it for them
+(``trunk_input_size``): a ViT's patch must divide ``P``, and an MLP-Mixer, whose token-mixing MLPs fix the
+number of patches, runs only ``P``-px inputs. The linear probe later runs the trunk on whole images, which
+a ResNet and a ViT (whose patch divides the image side) accept and a Mixer does not.
 
 Shapes: ``views`` ``(B, C, S, S) -> inputs (B, C, S, S)``; ``embed`` ``-> (B, 9, D)``; the head sees
 ``head_inputs(features, targets)`` ``(M, k·D)`` and outputs ``(M, num_classes)``.
@@ -156,6 +158,11 @@ class PatchPretext(Pretext):
 
     def geometry(self, image_size: int) -> GridGeometry:
         return grid_geometry(image_size, grid_fraction=self.grid_fraction, jitter_fraction=self.jitter_fraction)
+
+    def trunk_input_size(self, image_size: int) -> int:
+        """Side ``P`` of the tiles the trunk sees for ``image_size``-px images (``build_components`` builds
+        the backbone for it: an MLP-Mixer only runs the size it was built for)."""
+        return self.geometry(image_size).patch
 
     def targets_for(self, batch: int, device: torch.device) -> torch.Tensor:
         raise NotImplementedError

@@ -12,11 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
-from pretexts import Pretext, create_pretext
+from pretexts import PRETEXTS, Pretext, create_pretext
 from shortcutlens.backbones import create_backbone
-from shortcutlens.data import ImageData, create_dataset
+from shortcutlens.data import ImageData, Split, create_dataset
 from shortcutlens.data.shortcuts import Shortcut, create_shortcut
 from shortcutlens.lens import create_lens
 
@@ -39,24 +40,52 @@ class Components:
 
 
 def build_data(spec: dict[str, Any], *, seed: int = 0) -> ImageData:
+    """The dataset of ``spec["data"]``; its ``train_size`` (None or 0: all) sets ``data.pretrain``.
+
+    ``train_size`` is handled here, for every source: pretext training draws from a seeded subset of
+    that many ``train`` images (a data-size axis for scaling laws, Zhai et al., CVPR 2022), while the
+    linear probe and the evaluators keep the whole labelled ``train`` split.
+    """
     name, kw = _split(spec["data"])
+    train_size = kw.pop("train_size", None)
     kw.setdefault("seed", seed)
-    return create_dataset(name, **kw)
+    data = create_dataset(name, **kw)
+    if train_size:
+        data.pretrain = train_subset(data.train, int(train_size), seed=int(kw["seed"]), name=name)
+    return data
+
+
+def train_subset(train: Split, size: int, *, seed: int, name: str = "the dataset") -> Split:
+    """``size`` images of ``train`` picked by a permutation seeded with ``seed`` (kept in split order).
+
+    The first ``size`` entries of one permutation: for a given seed, smaller subsets are nested in
+    larger ones, so a data-size sweep adds images rather than swapping them.
+    """
+    if size < 0 or size > len(train):
+        raise ValueError(
+            f"data.train_size={size} is not in [0, {len(train)}]: {name}'s train split has {len(train)} images "
+            "(after carving the validation split); use null or 0 for all of them"
+        )
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    return train.subset(perm[:size].sort().values)
 
 
 def build_components(spec: dict[str, Any], *, in_chans: int, image_size: int) -> Components:
     """Backbone, pretext (with its head), lens and shortcut for images of ``in_chans`` × ``image_size``.
 
     The shortcut may change the channel count (chromatic aberration makes grayscale colour), so the
-    backbone and lens are built for the channels *after* it.
+    backbone and lens are built for the channels *after* it. The backbone is built for the images it is
+    trained on: the tiles of a patch task (``trunk_input_size``), which an MLP-Mixer needs (its
+    token-mixing MLPs fix the number of patches) and a ViT's position table is sized for.
     """
     name, kw = _split(spec.get("shortcut") or {"name": "none"})
     shortcut = create_shortcut(name, **kw)
     chans = shortcut.out_channels(in_chans) if shortcut is not None else in_chans
     name, kw = _split(spec["backbone"])
-    backbone = create_backbone(name, in_chans=chans, img_size=image_size, **kw)
-    name, kw = _split(spec["pretext"])
-    pretext = create_pretext(name, num_features=backbone.num_features, **kw)
+    pretext_name, pretext_kw = _split(spec["pretext"])
+    trunk_size = trunk_input_size(pretext_name, pretext_kw, image_size)
+    backbone = create_backbone(name, in_chans=chans, img_size=trunk_size, **kw)
+    pretext = create_pretext(pretext_name, num_features=backbone.num_features, **pretext_kw)
     name, kw = _split(spec.get("lens") or {"name": "none"})
     lens = create_lens(name, in_chans=chans, img_size=pretext_input_size(pretext, image_size), **kw)
     return Components(backbone, pretext, lens, shortcut, chans, image_size)
@@ -65,3 +94,18 @@ def build_components(spec: dict[str, Any], *, in_chans: int, image_size: int) ->
 def pretext_input_size(pretext: Pretext, image_size: int) -> int:
     """Side of the images the lens edits: the pretext's view size when it declares one."""
     return int(getattr(pretext, "lens_input_size", lambda s: s)(image_size))
+
+
+def trunk_input_size(name: str, kwargs: dict[str, Any], image_size: int) -> int:
+    """Side of the images the backbone sees in training: the tile side of a pretext that declares
+    ``trunk_input_size`` (relative location and jigsaw run the trunk on 3×3-grid tiles), else ``image_size``.
+
+    The pretext needs the backbone's width and the backbone this size, so a sizing copy of the pretext is
+    built on the ``meta`` device (no memory, no draws from the random stream) when its class declares it.
+    """
+    builder = PRETEXTS.get(name)
+    if not hasattr(builder, "trunk_input_size"):
+        return image_size
+    with torch.device("meta"):
+        sizing = builder(num_features=1, **kwargs)
+    return int(sizing.trunk_input_size(image_size))

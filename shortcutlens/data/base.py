@@ -49,6 +49,13 @@ class ImageData:
     test: Split
     num_classes: int
     unlabeled: Split | None = None
+    #: What pretext training draws from when it is not all of ``train`` (``data.train_size``; a seeded
+    #: subset of ``train``). Probes and evaluators keep using the whole ``train``.
+    pretrain: Split | None = None
+
+    @property
+    def pretrain_split(self) -> Split:
+        return self.pretrain if self.pretrain is not None else self.train
 
     @property
     def channels(self) -> int:
@@ -68,6 +75,8 @@ class ImageData:
         parts = [f"{k}={len(getattr(self, k))}" for k in ("train", "val", "test")]
         if self.unlabeled is not None:
             parts.append(f"unlabeled={len(self.unlabeled)}")
+        if self.pretrain is not None:
+            parts.append(f"pretrain={len(self.pretrain)} of train")
         return f"{self.name}: {self.channels}x{self.image_size}x{self.image_size}, {self.num_classes} classes, " + ", ".join(parts)
 
 

@@ -103,7 +103,8 @@ class Trainer:
 
     Args:
         backbone, pretext, lens, shortcut: the components (``lens``/``shortcut`` may be None).
-        data: the dataset; SSL trains on ``data.train`` (labels unused), the probe uses train/test.
+        data: the dataset; SSL trains on ``data.pretrain_split`` (``data.train`` or a ``train_size`` subset of
+            it; labels unused), the probe uses the whole train split and test.
         trainer, adversary, probe: typed settings.
         run_dir: where checkpoints, TensorBoard events, metrics.json and PNGs go.
         device: torch device; seed: the run's seed; resume: continue from ``run_dir/checkpoints``.
@@ -175,7 +176,7 @@ class Trainer:
         self.train_player: nn.Module = compile_(train_player)
         self.train_lens: nn.Module | None = compile_(train_lens) if train_lens is not None else None
         self.augment = build_augment(trainer.augment, image_size=data.image_size).to(device)
-        self.loader = BatchLoader(data.train, batch_size=trainer.batch_size, seed=seed, device=device,
+        self.loader = BatchLoader(data.pretrain_split, batch_size=trainer.batch_size, seed=seed, device=device,
                                   rank=self.rank, world_size=self.world)
         self.step = 0
         self.extra_state: dict[str, Any] = {}
