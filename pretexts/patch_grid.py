@@ -29,8 +29,9 @@ the trunk processes each tile on its own.
 
 The trunk is the backbone run on ``P``-px tiles, and ``build_components`` builds it for them
 (``trunk_input_size``): a ViT's patch must divide ``P``, and an MLP-Mixer, whose token-mixing MLPs fix the
-number of patches, runs only ``P``-px inputs. The linear probe later runs the trunk on whole images, which
-a ResNet and a ViT (whose patch divides the image side) accept and a Mixer does not.
+number of patches, runs only ``P``-px inputs. The linear probe transfers the trunk as the papers do
+(``shortcutlens.eval.features.probe_backbone``): a ResNet embeds whole images, while a Mixer or ViT built
+for the tiles is probed on the mean of its features over the ``centred_patches`` grid.
 
 Shapes: ``views`` ``(B, C, S, S) -> inputs (B, C, S, S)``; ``embed`` ``-> (B, 9, D)``; the head sees
 ``head_inputs(features, targets)`` ``(M, k·D)`` and outputs ``(M, num_classes)``.
@@ -93,6 +94,24 @@ def cut_patches(images: torch.Tensor, geom: GridGeometry) -> torch.Tensor:
     dev = images.device
     origin = torch.randint(0, geom.image_size - geom.grid + 1, (b, 2), device=dev)  # the random crop
     offsets = torch.randint(0, geom.jitter + 1, (b, TILES, 2), device=dev)            # the patch jitter
+    return cut_patches_at(images, geom, origin, offsets)
+
+
+def centred_patches(images: torch.Tensor, geom: GridGeometry) -> torch.Tensor:
+    """``(B, C, S, S) -> (B, 9, C, P, P)``: the evaluation cut, with no randomness — the grid centred in
+    the image and each patch centred in its cell (the middle of ``cut_patches``'s crop and jitter ranges)."""
+    b = images.shape[0]
+    dev = images.device
+    origin = torch.full((b, 2), (geom.image_size - geom.grid) // 2, device=dev)
+    offsets = torch.full((b, TILES, 2), geom.jitter // 2, device=dev)
+    return cut_patches_at(images, geom, origin, offsets)
+
+
+def cut_patches_at(images: torch.Tensor, geom: GridGeometry, origin: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """``(B, C, S, S) -> (B, 9, C, P, P)``: the grid with its top-left corner at ``origin`` ``(B, 2)`` (row,
+    column) and patch ``k`` at ``offsets[:, k]`` ``(B, 9, 2)`` inside its cell (row-major tile order)."""
+    b = images.shape[0]
+    dev = images.device
     cells = torch.arange(GRID, device=dev) * geom.cell
     cell_y = cells.repeat_interleave(GRID)  # (9,) row of each tile
     cell_x = cells.repeat(GRID)             # (9,) column of each tile

@@ -32,7 +32,7 @@ from torch import nn
 from shortcutlens.data.base import ImageData, Split
 from shortcutlens.data.shortcuts import Shortcut
 from shortcutlens.eval.cache import FeatureCache, fingerprint_modules, fingerprint_split, make_key
-from shortcutlens.eval.features import extract_layers, parse_layers
+from shortcutlens.eval.features import extract_layers, parse_layers, probe_backbone
 
 BASE_VIEWS = ("clean", "shortcut", "blank_shortcut")
 
@@ -149,6 +149,9 @@ class FeatureSource:
                                   f"weights ({str(err).splitlines()[0]})") from err
         if "pretext" in state:
             parts.pretext.load_state_dict(state["pretext"])
+        # A trunk trained on a patch task's tiles embeds whole images as the mean over the 3×3 grid;
+        # tiles themselves (the pretext's own embed) still go straight to it.
+        backbone = probe_backbone(parts.backbone, parts.pretext, size)
         lens = parts.lens
         if lens is not None:
             if "lens" not in state:
@@ -160,7 +163,7 @@ class FeatureSource:
             audit_shortcut = create_shortcut(sc.pop("name"), **sc)
         spec["data"] = merge_data_spec(recorded, data)
         info = {"checkpoint": str(Path(checkpoint)), "step": int(state.get("step", 0)), "spec": spec}
-        return cls(backbone=parts.backbone, data=built, lens=lens, pretext=parts.pretext, shortcut=audit_shortcut,
+        return cls(backbone=backbone, data=built, lens=lens, pretext=parts.pretext, shortcut=audit_shortcut,
                    in_chans=parts.in_chans, device=device, amp=amp, batch_size=batch_size, cache_dir=cache_dir,
                    progress=progress, seed=seed, info=info)
 

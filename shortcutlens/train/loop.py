@@ -45,7 +45,7 @@ from shortcutlens.data import ImageData
 from shortcutlens.data.augment import build_augment
 from shortcutlens.data.loader import BatchLoader, to_float
 from shortcutlens.data.shortcuts import Shortcut, edit_ratio
-from shortcutlens.eval.features import extract_features
+from shortcutlens.eval.features import extract_features, probe_backbone
 from shortcutlens.eval.linear import linear_probe
 from shortcutlens.flops import flop_counter, training_compute
 from shortcutlens.lens import reverse_gradient
@@ -354,7 +354,11 @@ class Trainer:
         return self.player
 
     def run_probe(self, *, desc: str = "probe") -> dict[str, Any]:
-        backbone, lens = self.eval_player().backbone, unwrap(self.lens) if self.lens is not None else None
+        player = self.eval_player()
+        lens = unwrap(self.lens) if self.lens is not None else None
+        # A trunk trained on a patch task's tiles embeds whole images as the mean over the 3×3 grid (a
+        # ResNet, or a backbone built for the whole image, is probed as it is).
+        backbone = probe_backbone(player.backbone, player.pretext, self.data.train.images.shape[-1])
         which = self.probe_cfg.features if lens is not None else "raw"
         kw = {"device": self.device, "batch_size": self.probe_cfg.batch_size, "lens": lens, "which": which,
               "amp": self.amp, "progress": self.cfg.progress}
