@@ -13,7 +13,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 def test_demo_runs_both_arms_and_writes_table_and_png(tmp_path, capsys):
     import demo
 
-    summary = demo.main(["--steps", "4", "--quick", "--out", str(tmp_path)])
+    summary = demo.main(["--steps", "4", "--quick", "--jobs", "2", "--out", str(tmp_path)])  # the parallel path make demo takes
     names = [r["model"] for r in summary["rows"]]
     assert names == ["untrained backbone", "rotation, no lens", "rotation, lens"]
     assert all(0.0 <= r["probe_acc"] <= 1.0 for r in summary["rows"][1:])
