@@ -121,7 +121,7 @@ def run_one(args: tuple[Row, int, int, list[str], Path, int]) -> dict:
         cfg["resume"] = True
         res = run(cfg, cfg["run_dir"])
     keep = ("pretext_acc", "pretext_acc_clean", "pretext_acc_lensed", "edit_ratio", "probe_acc", "edit_png")
-    return {"row": row.name, "seed": seed, **{k: res.get(k) for k in keep}}
+    return {"row": row.name, "seed": seed, "steps": res.get("step"), **{k: res.get(k) for k in keep}}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -136,7 +136,7 @@ def summarise(rows: list[Row], runs: list[dict]) -> list[dict]:
     for row in rows:
         mine = [r for r in runs if r["row"] == row.name]
         entry = {"row": row.name, "pretext": row.pretext, "shortcut": row.shortcut, "lens": row.mode or "none",
-                 "seeds": [r["seed"] for r in mine]}
+                 "seeds": [r["seed"] for r in mine], "steps": sorted({r.get("steps") for r in mine if r.get("steps")})}
         for key in ("pretext_acc", "pretext_acc_clean", "probe_acc", "edit_ratio"):
             entry[key], entry[key + "_std"] = mean_std([r[key] for r in mine])
         table.append(entry)
@@ -154,7 +154,9 @@ def summarise(rows: list[Row], runs: list[dict]) -> list[dict]:
         seeds = [s for s in e["seeds"] if all((n, s) in probe for n in involved)]
         if not seeds:
             continue
-        mean = lambda n: statistics.fmean(probe[(n, s)] for s in seeds)  # noqa: E731
+        def mean(name: str, seeds: list[int] = seeds) -> float:
+            return statistics.fmean(probe[(name, s)] for s in seeds)
+
         e["paired_seeds"] = seeds
         if e["shortcut"] != "none" and short:
             gap = mean(clean) - mean(short)
@@ -168,14 +170,17 @@ def markdown(table: list[dict]) -> str:
     def pct(e: dict, k: str) -> str:
         return f"{100 * e[k]:.1f} ± {100 * e[k + '_std']:.1f}" if e[k] == e[k] else "-"
 
-    lines = ["| pretext | row | seeds | pretext acc (raw, %) | linear probe (clean test, %) | edit in/out | recovery (paired by seed) |",
-             "|---|---|---|---|---|---|---|"]
+    header = ("| pretext | row | steps | seeds | pretext acc (raw, %) | linear probe (clean test, %) | edit in/out | "
+              "recovery (paired by seed) |")
+    lines = [header, "|---|---|---|---|---|---|---|---|"]
     for e in table:
         ratio = f"{e['edit_ratio']:.1f}× ± {e['edit_ratio_std']:.1f}" if e["edit_ratio"] == e["edit_ratio"] else "-"
         paired = f" (seeds {','.join(map(str, e['paired_seeds']))})" if "paired_seeds" in e else ""
         rec = f"{100 * e['recovery']:.0f}%{paired}" if e.get("recovery") is not None else (
             f"cost {e['clean_cost_points']:+.1f} pt{paired}" if "clean_cost_points" in e else "-")
-        lines.append(f"| {e['pretext']} | {e['row']} | {len(e['seeds'])} | {pct(e, 'pretext_acc')} | {pct(e, 'probe_acc')} | {ratio} | {rec} |")
+        steps = "/".join(map(str, e.get("steps") or [])) or "-"
+        lines.append(f"| {e['pretext']} | {e['row']} | {steps} | {len(e['seeds'])} | {pct(e, 'pretext_acc')} | "
+                     f"{pct(e, 'probe_acc')} | {ratio} | {rec} |")
     return "\n".join(lines)
 
 
