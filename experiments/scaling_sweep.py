@@ -3,8 +3,8 @@ saturating power-law fit of error against compute.
 
 Zhai, Kolesnikov, Houlsby, Beyer, "Scaling Vision Transformers", CVPR 2022, fit
 ``E = a·(C + d)^(−b) + c`` to the compute-efficient frontier of many (model, data, steps) runs. Here
-every run is the library's own training entry point (``shortcutlens.cli.train.run`` on the config that
-``shortcutlens-train <overrides>`` composes): rotation pretraining on Fashion-MNIST at 16 px on a
+every run is a job of a ``shortcutlens-train --multirun`` (the library's own training entry point):
+rotation pretraining on Fashion-MNIST at 16 px on a
 seeded ``data.train_size`` subset of the train split, then the loop's linear probe on the whole
 labelled train split (``probe.max_train`` images) and the 10,000 test images. Each run writes
 ``metrics.json`` with its counted compute (``torch.utils.flop_counter`` FLOPs of one step × steps);
@@ -15,19 +15,28 @@ test error) into CSV/JSON and hands them to ``shortcutlens-scaling``, which fits
     python experiments/scaling_sweep.py --quick    # 8 tiny runs and both fits, about 4 min: a smoke test
     python experiments/scaling_sweep.py --models vit-Ti/8 --data-sizes 2000 8000 54000 --steps 50 200 800
 
-Finished runs (a ``metrics.json`` in their directory under ``--out``) are skipped, so an interrupted
-sweep resumes and a widened grid only trains the new runs; ``--collect`` only tabulates and fits.
-Writes ``experiments/results/scaling_sweep[_quick].{csv,json}``, the probe-error fit
-``scaling_sweep[_quick]_fit.{png,json}`` and the rotation-error fit ``scaling_sweep[_quick]_pretext_fit.*``.
+Each training length is one Hydra multirun of ``shortcutlens-train`` over models × data sizes. A model is
+a config of the ``scaling_model`` group (``experiments/conf/scaling_model/<model without '/'>.yaml``, an
+"experiment" file that overrides ``backbone`` and sets its variant and extra keys), and each job's run
+directory is ``hydra.sweep.dir/hydra.sweep.subdir`` = ``--out/<model>/n<data size>_s<steps>``. The first of
+the README's four multiruns (cheapest first) is::
 
-Why a loop and not ``shortcutlens-train -m``: a Hydra multirun takes the product of its lists, but a
-model here is several paired overrides (``backbone=mixer backbone.variant=S/8 +backbone.tokens_mlp=16``),
-and a multirun would retrain finished runs. Each run still gets exactly the config of the command line
-(``shortcutlens.cli.common.compose``), recorded in its ``metrics.json``; one run by hand is::
+    shortcutlens-train -m +scaling_model=vit-Ti8,mixer-S8,vit-S8 data.train_size=2000,54000 trainer.steps=25 \\
+        trainer.batch_size=32 trainer.warmup_steps=2 trainer.log_every=25 trainer.ckpt_every=25 \\
+        probe.max_train=2000 resume=true data=fashion_mnist data.image_size=16 pretext=rotation \\
+        pretext.all_rotations=false lens=none shortcut=none trainer.optimizer=adamw trainer.lr=1e-3 \\
+        trainer.weight_decay=0.05 trainer.schedule=cosine trainer.image_every=0 trainer.progress=false \\
+        probe.untrained=false device=auto seed=0 hydra.sweep.dir=runs/scaling_sweep \\
+        'hydra.sweep.subdir=${hydra:runtime.choices.scaling_model}/n${data.train_size}_s${trainer.steps}'
 
-    shortcutlens-train data=fashion_mnist data.image_size=16 data.train_size=2000 backbone=vit \\
-        backbone.variant=Ti/8 pretext.all_rotations=false trainer.optimizer=adamw trainer.lr=1e-3 \\
-        trainer.steps=200 trainer.batch_size=32 probe.max_train=2000 run_dir=runs/one
+One multirun per length because the warm-up (10% of the steps), logging and checkpoint intervals go with
+the length and Hydra's sweeper only takes products. Finished runs (a ``metrics.json`` in their directory)
+are left out of the multiruns it launches: the unfinished (model, data size) pairs of a length are swept
+as products (models with the same unfinished data sizes together), so an interrupted sweep resumes and a
+widened grid only trains the new runs; ``--collect`` only tabulates and fits. ``--jobs N`` runs N
+multiruns at a time (one per model and length). Writes ``experiments/results/scaling_sweep[_quick].{csv,json}``,
+the probe-error fit ``scaling_sweep[_quick]_fit.{png,json}`` and the rotation-error fit
+``scaling_sweep[_quick]_pretext_fit.*``.
 """
 
 from __future__ import annotations
@@ -35,11 +44,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import re
+import shlex
 import shutil
+import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from multiprocessing import get_context
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -49,13 +62,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # one core. Mixer-S's token-mixing MLP has D_S = 256 hidden units for the paper's 196 tokens; for 4 tokens
 # it is scaled to 16 (everything else is the S row): at D_S = 256 the element-wise work the FLOP counter
 # does not see made Mixer-S/8 3.5× slower per step than at D_S = 16, for about the same counted FLOPs.
-MODELS: dict[str, tuple[str, ...]] = {
-    "vit-Ti/8": ("backbone=vit", "backbone.variant=Ti/8"),
-    "vit-S/8": ("backbone=vit", "backbone.variant=S/8"),
-    "mixer-S/8": ("backbone=mixer", "backbone.variant=S/8", "+backbone.tokens_mlp=16"),
-    # --quick: two blocks deep
-    "vit-Ti/8-d2": ("backbone=vit", "backbone.variant=Ti/8", "+backbone.depth=2"),
-    "mixer-S/8-d2": ("backbone=mixer", "backbone.variant=S/8", "+backbone.tokens_mlp=16", "+backbone.depth=2"),
+# Each model is the config experiments/conf/scaling_model/<name>.yaml (an override of the backbone group
+# plus its keys); the name is also its folder under --out.
+MODELS: dict[str, str] = {
+    "vit-Ti/8": "vit-Ti8",        # backbone=vit backbone.variant=Ti/8
+    "vit-S/8": "vit-S8",          # backbone=vit backbone.variant=S/8
+    "mixer-S/8": "mixer-S8",      # backbone=mixer backbone.variant=S/8 +backbone.tokens_mlp=16
+    # --quick: two blocks deep (+backbone.depth=2)
+    "vit-Ti/8-d2": "vit-Ti8-d2",
+    "mixer-S/8-d2": "mixer-S8-d2",
 }
 
 # Rotation (one random rotation per image, as in shortcut_benchmark.py), AdamW with a cosine schedule
@@ -72,6 +87,8 @@ FULL = {"models": ["vit-Ti/8", "mixer-S/8", "vit-S/8"], "data_sizes": [2000, 540
         "batch_size": 32, "probe_max_train": 2000}
 QUICK = {"models": ["vit-Ti/8-d2", "mixer-S/8-d2"], "data_sizes": [500, 2000], "steps": [10, 40],
          "batch_size": 16, "probe_max_train": 500}
+# Each job's output folder (its run_dir): --out/<scaling_model>/n<data size>_s<steps>, i.e. Run.slug.
+SUBDIR = "${hydra:runtime.choices.scaling_model}/n${data.train_size}_s${trainer.steps}"
 
 
 @dataclass(frozen=True)
@@ -84,7 +101,21 @@ class Run:
 
     @property
     def slug(self) -> str:
-        return f"{self.model.replace('/', '')}/n{self.data_size}_s{self.steps}"
+        return f"{MODELS.get(self.model, self.model.replace('/', ''))}/n{self.data_size}_s{self.steps}"
+
+
+@dataclass(frozen=True)
+class Multirun:
+    """One ``shortcutlens-train -m``: every model × every data size at one training length."""
+    models: tuple[str, ...]
+    data_sizes: tuple[int, ...]
+    steps: int
+    batch_size: int
+    probe_max_train: int
+
+    @property
+    def runs(self) -> list[Run]:
+        return [Run(m, n, self.steps, self.batch_size, self.probe_max_train) for m in self.models for n in self.data_sizes]
 
 
 def plan(preset: dict) -> list[Run]:
@@ -94,37 +125,70 @@ def plan(preset: dict) -> list[Run]:
     return sorted(runs, key=lambda r: (r.steps, preset["models"].index(r.model), r.data_size))
 
 
-def overrides(run: Run, out: Path, extra: list[str]) -> list[str]:
-    if run.model not in MODELS:
-        raise ValueError(f"Unknown model '{run.model}'. Valid models: {', '.join(MODELS)}")
-    return COMMON + list(MODELS[run.model]) + [
-        f"data.train_size={run.data_size}", f"trainer.steps={run.steps}", f"trainer.batch_size={run.batch_size}",
-        f"trainer.warmup_steps={max(1, run.steps // 10)}", f"trainer.log_every={max(1, min(25, run.steps))}",
-        f"trainer.ckpt_every={run.steps}", f"probe.max_train={run.probe_max_train}", f"run_dir={out / run.slug}",
-    ] + extra
+def multiruns(runs: list[Run], *, per_model: bool = False) -> list[Multirun]:
+    """The fewest products of (models × data sizes) per training length that cover exactly ``runs``
+    (the unfinished ones), cheapest length first; ``per_model``: one multirun per model and length."""
+    out = []
+    for steps in sorted({r.steps for r in runs}):
+        sizes: dict[tuple[str, int, int], list[int]] = {}  # (model, batch, probe images) -> data sizes, in order
+        for r in runs:
+            if r.steps == steps:
+                sizes.setdefault((r.model, r.batch_size, r.probe_max_train), []).append(r.data_size)
+        merged: dict[tuple, list[str]] = {}
+        for (model, batch, probe), ns in sizes.items():
+            key = (model,) if per_model else ()
+            merged.setdefault((*key, tuple(ns), batch, probe), []).append(model)
+        out += [Multirun(tuple(models), key[-3], steps, key[-2], key[-1]) for key, models in merged.items()]
+    return out
+
+
+def _value(path: Path) -> str:
+    """A path as a Hydra override value (quoted unless it is plain)."""
+    text = str(path)
+    return text if re.fullmatch(r"[\w./-]+", text) else "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def multirun_overrides(group: Multirun, out: Path, extra: list[str]) -> list[str]:
+    """The command line of one multirun: the swept lists, the length's settings, the common settings and
+    the sweep folder layout (each job's run_dir is ``out / Run.slug``)."""
+    for m in group.models:
+        if m not in MODELS:
+            raise ValueError(f"Unknown model '{m}'. Valid models: {', '.join(MODELS)}")
+    steps = group.steps
+    return [
+        "+scaling_model=" + ",".join(MODELS[m] for m in group.models),
+        "data.train_size=" + ",".join(str(n) for n in group.data_sizes),
+        f"trainer.steps={steps}", f"trainer.batch_size={group.batch_size}",
+        f"trainer.warmup_steps={max(1, steps // 10)}", f"trainer.log_every={max(1, min(25, steps))}",
+        f"trainer.ckpt_every={steps}", f"probe.max_train={group.probe_max_train}", "resume=true",
+        *COMMON, f"hydra.sweep.dir={_value(out)}", f"hydra.sweep.subdir={SUBDIR}", *extra,
+    ]
+
+
+def command(group: Multirun, out: Path, extra: list[str]) -> list[str]:
+    return [sys.executable, "-m", "shortcutlens.cli.train", "--multirun", *multirun_overrides(group, out, extra)]
 
 
 def run_dir(run: Run, out: Path) -> Path:
     return out / run.slug
 
 
-def run_one(args: tuple[Run, Path, list[str], int]) -> dict:
-    """Train and probe one run in this (worker) process, unless its ``metrics.json`` exists."""
-    run, out, extra, threads = args
+def launch(cmd: list[str], threads: int) -> int:
+    """Run one multirun (a ``shortcutlens-train`` process that trains its jobs one after another)."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    return subprocess.run(cmd, check=False, env=env).returncode
+
+
+def finish(run: Run, out: Path) -> dict:
+    """After its multirun: the run's time (Hydra writes ``.hydra/`` just before the job starts, the loop
+    ``metrics.json`` at its end) into ``sweep_run.json``, its checkpoints deleted, its table row."""
     folder = run_dir(run, out)
     if not (folder / "metrics.json").is_file():
-        import torch
-
-        torch.set_num_threads(threads)
-        from shortcutlens.cli.common import compose
-        from shortcutlens.cli.train import run as train
-
-        cfg = compose(overrides(run, out, extra))
-        cfg["resume"] = True
-        start = time.perf_counter()
-        train(cfg, cfg["run_dir"])
-        (folder / "sweep_run.json").write_text(json.dumps({**asdict(run), "seconds": time.perf_counter() - start}))
-        shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # ViT-S with AdamW state: ~250 MB a run
+        raise SystemExit(f"{folder}: the multirun ended without its metrics.json")
+    started = folder / ".hydra" / "overrides.yaml"
+    seconds = (folder / "metrics.json").stat().st_mtime - started.stat().st_mtime if started.is_file() else None
+    (folder / "sweep_run.json").write_text(json.dumps({**asdict(run), "seconds": seconds}))
+    shutil.rmtree(folder / "checkpoints", ignore_errors=True)  # ViT-S with AdamW state: ~250 MB a run
     return collect(run, out)
 
 
@@ -178,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=None, help="run directories (default runs/scaling_sweep[_quick])")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the tables, fits and plots go")
     parser.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides for every run")
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, each in its own process")
+    parser.add_argument("--jobs", type=int, default=1, help="multiruns in parallel (then one per model and length)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--collect", action="store_true", help="only tabulate and fit the runs finished under --out")
     args = parser.parse_args(argv)
@@ -194,18 +258,29 @@ def main(argv: list[str] | None = None) -> dict:
     runs = plan(preset)
     done = [r for r in runs if (run_dir(r, out) / "metrics.json").is_file()]
     todo = [] if args.collect else [r for r in runs if r not in done]
+    groups = multiruns(todo, per_model=args.jobs > 1)
     print(f"{len(runs)} runs ({len(preset['models'])} models × {len(preset['data_sizes'])} data sizes × "
-          f"{len(preset['steps'])} lengths): {len(done)} finished, {len(todo)} to train, {args.jobs} at a time")
+          f"{len(preset['steps'])} lengths): {len(done)} finished, {len(todo)} to train in {len(groups)} "
+          f"multiruns, {args.jobs} at a time")
     start = time.perf_counter()
     rows = [collect(r, out) for r in done]
-    jobs = [(r, out, args.extra, args.threads) for r in todo]
-    if jobs:
-        with get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
-            for i, row in enumerate(pool.imap(run_one, jobs), 1):
+    commands = [command(g, out, args.extra) for g in groups]
+    shown = ["shortcutlens-train " + shlex.join(c[3:]) for c in commands]
+
+    def one(i: int) -> tuple[int, int]:
+        print(f"\n[multirun {i + 1}/{len(groups)}] {shown[i]}", flush=True)
+        return i, launch(commands[i], args.threads)
+
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        for i, rc in pool.map(one, range(len(groups))):
+            if rc != 0:
+                raise SystemExit(f"multirun {i + 1} failed (exit status {rc}): {shown[i]}")
+            for run in groups[i].runs:
+                row = finish(run, out)
                 rows.append(row)
-                print(f"[{i}/{len(jobs)} {time.perf_counter() - start:.0f}s] {row['model']} n={row['data_size']} "
-                      f"steps={row['steps']}: compute {row['compute']:.3g} FLOPs, probe error {row['error']:.4f}, "
-                      f"rotation error {row['pretext_error']:.4f} ({row['seconds']:.0f} s)", flush=True)
+                print(f"[{len(rows) - len(done)}/{len(todo)} {time.perf_counter() - start:.0f}s] {row['model']} "
+                      f"n={row['data_size']} steps={row['steps']}: compute {row['compute']:.3g} FLOPs, probe error "
+                      f"{row['error']:.4f}, rotation error {row['pretext_error']:.4f} ({row['seconds'] or 0:.0f} s)", flush=True)
     if not rows:
         raise SystemExit("no finished runs to tabulate")
     rows.sort(key=lambda r: (r["compute"], r["data_size"]))
@@ -215,9 +290,9 @@ def main(argv: list[str] | None = None) -> dict:
     write_table([{**r, "error": r["pretext_error"]} for r in rows], results / f"{tag}_pretext.csv")
     train_seconds = sum(r["seconds"] or 0.0 for r in rows)
     summary = {
-        "settings": {**preset, "common_overrides": COMMON, "extra": args.extra, "models": {m: list(MODELS[m]) for m in preset["models"]},
+        "settings": {**preset, "common_overrides": COMMON, "extra": args.extra, "models": {m: [f"+scaling_model={MODELS[m]}"] for m in preset["models"]},
                      "command": "python experiments/scaling_sweep.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                     "threads": args.threads, "jobs": args.jobs},
+                     "threads": args.threads, "jobs": args.jobs, "multiruns": shown},
         "seconds_this_invocation": time.perf_counter() - start,
         "seconds_all_runs": train_seconds,
         "runs": rows,
