@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     parser.add_argument("--pretexts", nargs="*", default=list(PRETEXTS))
     parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default experiments/results/bench_train.json)")
     args = parser.parse_args(argv)
     args.batch = args.batch or (64 if args.quick else 256)
     args.repeats = args.repeats or (3 if args.quick else 10)
@@ -213,7 +214,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out = {"device": machine, "torch": torch.__version__, "load_average": {"before": load_before, "after": load_after},
            "args": vars(args), "command": "python experiments/bench_train.py" + (" --quick" if args.quick else ""),
            "rows": rows}
-    (RESULTS / "bench_train.json").write_text(json.dumps(out, indent=2))
+    path = args.out or RESULTS / "bench_train.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2))
     return rows
 
 
