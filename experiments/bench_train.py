@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
            "rows": rows}
     path = args.out or RESULTS / "bench_train.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
+    path.write_text(json.dumps(out, indent=2, default=str))
     return rows
 
 
