@@ -9,14 +9,6 @@ from shortcutlens.eval.shortcut_audit import ShortcutAuditEvaluator
 from shortcutlens.eval.vtab1k import VTAB1kEvaluator, vtab_subsets
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def source():
     from pretexts import create_pretext

@@ -11,14 +11,6 @@ from shortcutlens.eval.episode_sampler import EpisodeRules, EpisodeSampler
 from shortcutlens.eval.episodes import EpisodesEvaluator, prototype_predict, ridge_predict
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def unbalanced_labels(seed: int = 0) -> torch.Tensor:
     """70 classes with 1..400 examples (class 0 has one: never eligible), shuffled."""
     rng = np.random.default_rng(seed)

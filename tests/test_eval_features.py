@@ -12,14 +12,6 @@ from shortcutlens.eval.features import extract_features, extract_layers, parse_l
 from shortcutlens.eval.source import adapt_channels, merge_data_spec
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def parts():
     torch.manual_seed(0)

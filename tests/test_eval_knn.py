@@ -8,14 +8,6 @@ import torch
 from shortcutlens.eval.knn import KNNEvaluator, knn_scores, topk_accuracy
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def brute_force(train_x, train_y, test_x, *, num_classes, k, temperature):
     out = torch.zeros(test_x.shape[0], num_classes, dtype=torch.float64)
     for i, q in enumerate(test_x.double()):

@@ -1,7 +1,6 @@
 """Linear probe: 100% on separable data, the validation-best L2 is the one chosen, the training loop's
 signatures still work, the whitened solver reaches sklearn's optimum, and one result per tapped layer."""
 
-import pytest
 import torch
 
 from shortcutlens.eval.linear import (
@@ -13,14 +12,6 @@ from shortcutlens.eval.linear import (
     linear_probe,
     standardise,
 )
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def blobs(n: int, d: int, classes: int, *, spread: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,13 +18,6 @@ SPEC = {"data": {"name": "synthetic", "num_classes": 6, "num_train": 120, "num_t
         "pretext": {"name": "rotation"}, "lens": {"name": "unet", "width": 4}, "shortcut": {"name": "arrow"}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture
 def checkpoint(tmp_path):

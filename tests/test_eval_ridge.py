@@ -8,14 +8,6 @@ from shortcutlens.eval.fewshot import FewShotEvaluator, fewshot_accuracies, supp
 from shortcutlens.eval.ridge import BIAS_CONSTANT, solve_ridge
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the test machine is shared: small work runs fastest on one thread
-    yield
-    torch.set_num_threads(before)
-
-
 def reference_weights(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float) -> torch.Tensor:
     """Ridge as an ordinary least-squares problem on the augmented system [X; √λ I] W = [Y; 0]."""
     x = x.double()

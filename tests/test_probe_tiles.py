@@ -33,13 +33,6 @@ PRETEXTS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def spec(backbone: str, pretext: str) -> dict:
     return {"data": {"name": "synthetic", "image_size": SIZE, "num_train": 24, "num_test": 8},
