@@ -9,6 +9,8 @@ row is (lens − shortcut) / (clean − shortcut) on the probe, against the rows
     python experiments/shortcut_benchmark.py --rows rotation   # the README table (about 1.5 h of 2 CPU cores)
     python experiments/shortcut_benchmark.py --quick    # 4 rows, 1 seed, 200 steps
     python experiments/shortcut_benchmark.py --rows arrow --seeds 0 1 2 --jobs 2
+    python experiments/shortcut_benchmark.py --rows "relative_location chromatic aberration / lens" \
+        --lens-extra lens.budget=0.01 --out runs/rl_budget_0.01    # a lens setting against the same baselines
 
 Writes experiments/results/shortcut_benchmark[_quick].{json,md} and the lens-edit PNG of the best
 arrow row; every run's directory (metrics.json with its resolved config, TensorBoard, checkpoints)
@@ -193,6 +195,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (each with cores/jobs threads)")
     parser.add_argument("--out", type=Path, default=None, help="run directories (default runs/shortcut_benchmark[_quick])")
     parser.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides for every run")
+    parser.add_argument("--lens-extra", nargs="*", default=[],
+                        help="more Hydra overrides for the lens rows only (e.g. lens.budget=0.01); use a new --out")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores / jobs)")
     parser.add_argument("--collect", action="store_true", help="only tabulate the runs already finished under --out")
     args = parser.parse_args(argv)
@@ -220,7 +224,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     # Headline rows first, seed by seed, so a cut-short run still has complete headline seeds.
     plan = sorted(((row.secondary, seed, ROWS.index(row), row) for row in rows
                    for seed in (secondary_seeds if row.secondary else seeds)), key=lambda t: t[:3])
-    jobs = [(row, seed, steps, preset["extra"] + args.extra, out, threads) for _, seed, _, row in plan]
+    jobs = [(row, seed, steps, preset["extra"] + args.extra + (args.lens_extra if row.mode else []), out, threads)
+            for _, seed, _, row in plan]
     print(f"{len(jobs)} runs ({len(rows)} rows; seeds {seeds}, secondary rows {secondary_seeds}), {steps} steps each, "
           f"{args.jobs} at a time")
     start = time.perf_counter()
@@ -244,6 +249,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if best is not None:
         shutil.copy(best["edit_png"], RESULTS / f"{tag}_edits.png")
     settings = {"steps": steps, "seeds": seeds, "common_overrides": COMMON + preset["extra"] + args.extra,
+                "lens_overrides": args.lens_extra,
                 "command": "python experiments/shortcut_benchmark.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
                 "seconds": time.perf_counter() - start}
     (RESULTS / f"{tag}.json").write_text(json.dumps({"settings": settings, "table": table, "runs": runs}, indent=2))

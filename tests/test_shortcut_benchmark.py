@@ -45,3 +45,39 @@ def test_row_selection_pulls_in_the_baselines_a_lens_row_needs(tmp_path, monkeyp
         sb.main(["--rows", "jigsaw chromatic aberration / lens (random_wrong)", "--seeds", "0", "--out", str(tmp_path)])
     # the lens row, plus jigsaw's clean and chromatic-aberration rows without a lens (for its recovery)
     assert "3 runs (3 rows; seeds [0]" in capsys.readouterr().out
+
+
+def test_lens_extra_reaches_the_lens_rows_only(tmp_path, monkeypatch):
+    """``--lens-extra lens.budget=…`` must not be handed to the no-lens baselines, whose ``lens=none`` has no
+    budget (Hydra would refuse the override), and must reach every lens row's composed config."""
+    planned = []
+
+    class Pool:
+        def __init__(self, *_, **__):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *_):
+            return False
+
+        def imap_unordered(self, _fn, jobs):
+            planned.extend(jobs)
+            raise RuntimeError("planned only")
+
+    monkeypatch.setattr(sb, "get_context", lambda _: type("Ctx", (), {"Pool": Pool}))
+    with pytest.raises(RuntimeError, match="planned only"):
+        sb.main(["--rows", "relative_location", "--seeds", "0", "--lens-extra", "lens.budget=0.01", "--out", str(tmp_path)])
+    from shortcutlens.cli.common import compose
+
+    budgets = {}
+    for row, seed, steps, extra, out, _ in planned:
+        cfg = compose(sb.overrides(row, seed=seed, steps=steps, extra=extra, out=out))
+        budgets[row.name] = cfg["lens"].get("budget")
+    assert budgets == {
+        "relative_location clean / no lens": None,
+        "relative_location chromatic aberration / no lens": None,
+        "relative_location chromatic aberration / lens (random_wrong)": 0.01,
+        "relative_location clean / lens (random_wrong)": 0.01,
+    }
