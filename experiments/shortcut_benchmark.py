@@ -98,13 +98,23 @@ def overrides(row: Row, *, seed: int, steps: int, extra: list[str], out: Path) -
     common = [o for o in COMMON if row.pretext == "rotation" or not o.startswith("pretext.")]  # rotation's settings
     ov = common + extra + [f"pretext={row.pretext}", f"shortcut={row.shortcut}", f"seed={seed}",
                            f"trainer.steps={steps}", f"trainer.ckpt_every={steps}", f"trainer.image_every={max(100, steps // 5)}",
-                           f"run_dir={out / slug(row.name) / f'seed{seed}'}"]
+                           f"run_dir={run_dir(row, seed, out)}"]
     ov += ["lens=unet", "lens.width=8", f"lens.mode={row.mode}"] if row.mode else ["lens=none"]
     return ov + list(row.extra)
 
 
 def slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_").replace("__", "_")
+
+
+def run_dir(row: Row, seed: int, out: Path) -> Path:
+    return out / slug(row.name) / f"seed{seed}"
+
+
+def summary(row: Row, seed: int, metrics: dict) -> dict:
+    """The columns the table needs from one run's ``metrics.json``."""
+    keep = ("pretext_acc", "pretext_acc_clean", "pretext_acc_lensed", "edit_ratio", "probe_acc", "edit_png")
+    return {"row": row.name, "seed": seed, "steps": metrics.get("step"), **{k: metrics.get(k) for k in keep}}
 
 
 def run_one(args: tuple[Row, int, int, list[str], Path, int]) -> dict:
@@ -122,8 +132,7 @@ def run_one(args: tuple[Row, int, int, list[str], Path, int]) -> dict:
     else:
         cfg["resume"] = True
         res = run(cfg, cfg["run_dir"])
-    keep = ("pretext_acc", "pretext_acc_clean", "pretext_acc_lensed", "edit_ratio", "probe_acc", "edit_png")
-    return {"row": row.name, "seed": seed, "steps": res.get("step"), **{k: res.get(k) for k in keep}}
+    return summary(row, seed, res)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -230,16 +239,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f"{args.jobs} at a time")
     start = time.perf_counter()
     runs: list[dict] = []
-    if args.collect:  # tabulate finished runs (e.g. from several benchmark processes sharing --out)
-        done = [j for j in jobs if (out / slug(j[0].name) / f"seed{j[1]}" / "metrics.json").is_file()]
+    if args.collect:  # tabulate finished runs (e.g. from several benchmark processes sharing --out), here
+        done = [(row, seed) for row, seed, *_ in jobs if (run_dir(row, seed, out) / "metrics.json").is_file()]
         print(f"collecting {len(done)} of {len(jobs)} runs; missing: "
-              + (", ".join(f"{j[0].name} seed {j[1]}" for j in jobs if j not in done) or "none"))
-        jobs = done
-    with get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
-        for i, res in enumerate(pool.imap_unordered(run_one, jobs), 1):
-            runs.append(res)
-            print(f"[{i}/{len(jobs)} {time.perf_counter() - start:.0f}s] {res['row']} seed {res['seed']}: "
-                  f"pretext {res['pretext_acc']:.3f} probe {res['probe_acc']:.4f} edit ratio {res.get('edit_ratio')}", flush=True)
+              + (", ".join(f"{row.name} seed {seed}" for row, seed, *_ in jobs if (row, seed) not in done) or "none"))
+        runs = [summary(row, seed, json.loads((run_dir(row, seed, out) / "metrics.json").read_text())) for row, seed in done]
+        jobs = []
+    if jobs:
+        with get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
+            for i, res in enumerate(pool.imap_unordered(run_one, jobs), 1):
+                runs.append(res)
+                print(f"[{i}/{len(jobs)} {time.perf_counter() - start:.0f}s] {res['row']} seed {res['seed']}: "
+                      f"pretext {res['pretext_acc']:.3f} probe {res['probe_acc']:.4f} edit ratio {res.get('edit_ratio')}",
+                      flush=True)
     table = summarise(rows, runs)
     md = markdown(table)
     print("\n" + md)
