@@ -31,6 +31,12 @@ class Pretext(nn.Module):
     def views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def view_sources(self, targets: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """``(N,)`` index of the source image of each of the ``N`` views that ``views`` made from
+        ``batch_size`` images (a per-instance shortcut is stamped on every view of one image alike)."""
+        raise ValueError(f"{type(self).__name__} does not say which image each view comes from, so a per-instance "
+                         "shortcut cannot be used with it (the instance tasks exemplar and contrastive can)")
+
     def embed(self, backbone: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         """Features of ``inputs``; patch tasks override this to run the shared trunk per patch."""
         return backbone(inputs)

@@ -90,6 +90,9 @@ class Contrastive(Pretext):
         inputs = torch.cat([self.augment(images), self.augment(images)])
         return inputs, torch.arange(b, device=images.device).repeat(2)
 
+    def view_sources(self, targets: torch.Tensor, batch_size: int) -> torch.Tensor:
+        return targets  # the target of a view is the index of its source image
+
     def loss(self, features: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         z = self.head(features).float()
         n = z.shape[0]

@@ -101,6 +101,9 @@ class Exemplar(Pretext):
     def embeddings(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features).float()
 
+    def view_sources(self, targets: torch.Tensor, batch_size: int) -> torch.Tensor:
+        return targets  # the target of a view is the index of its source image
+
     def loss(self, features: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         z = self.embeddings(features)
         triplets = self.miner(z, targets)

@@ -10,7 +10,7 @@ from shortcutlens.data.shortcuts import edit_ratio
 
 def test_registry():
     assert {"none", "arrow", "gradient", "chromatic_aberration", "watermark"} <= set(list_shortcuts())
-    with pytest.raises(ValueError, match="arrow, chromatic_aberration, gradient, none, watermark"):
+    with pytest.raises(ValueError, match="arrow, chromatic_aberration, gradient, instance_code, none, watermark"):
         create_shortcut("logo")
 
 

@@ -12,23 +12,33 @@ edit outside (None where the cue covers the whole image).
   inwards), so the colour fringe grows with distance from the centre and tells a patch where it was
   cut (Doersch et al. 2015 found this cue; Noroozi & Favaro 2016 fight it). Grayscale input is first
   replicated to 3 channels.
-- ``watermark``: a fixed logo (ring and bar) blended in at a fixed place.
+- ``watermark``: a fixed logo (ring and bar) blended in at a fixed place — the same on every image,
+  so it is *no* shortcut for the instance tasks (a negative control).
+- ``instance_code``: a per-image cue for the instance tasks (exemplar, contrastive): a small block of
+  black and white cells spelling a hash of the image, stamped on every view of that image *after* the
+  pretext's augmentation, so that matching the views of one image needs nothing but reading the code.
+
+Most shortcuts act on the images before the pretext makes its views (``stage = "images"``). A
+``stage = "views"`` shortcut instead derives a code per source image (``codes(images)``) and stamps it on
+the views (``forward(views, codes=codes[sources])``), where ``sources`` says which image each view
+came from (``Pretext.view_sources``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from shortcutlens.registry import Registry
 
 SHORTCUTS = Registry("shortcut", entry_point_group="shortcutlens.shortcuts")
 
 
-def create_shortcut(name: str, **kwargs: Any) -> "Shortcut | None":
+def create_shortcut(name: str, **kwargs: Any) -> Shortcut | None:
     """``create_shortcut("none")`` returns ``None``."""
     return SHORTCUTS.create(name, **kwargs)
 
@@ -45,6 +55,9 @@ def _grid(h: int, w: int, device: torch.device | None = None) -> tuple[torch.Ten
 
 
 class Shortcut(nn.Module):
+    #: "images": applied to the images before the pretext's views; "views": stamped on the views.
+    stage: str = "images"
+
     def out_channels(self, in_chans: int) -> int:
         return in_chans
 
@@ -171,9 +184,117 @@ class ChromaticAberration(Shortcut):
         return (dist > self.size).float()[None, None]
 
 
+@SHORTCUTS.register("instance_code")
+class InstanceCode(Shortcut):
+    """A per-instance shortcut: ``bits`` black/white cells (a square grid, ``cell`` pixels each) at
+    ``position`` spelling a hash of the source image, the same on every view of one image and different
+    between images (65,536 codes for 16 bits: in a batch of 64 images, two share a code with a chance of
+    about 3%). Exemplar and contrastive learn to tell instances apart; reading the code does it without
+    looking at the object.
+
+    The hash is of the image's 8-bit pixels (fixed pseudo-random weights, then an integer mix), so it is
+    unrelated to the image's content in any way a linear probe could use, and it is deterministic: the
+    same image always carries the same code.
+
+    ``codes(images)``: ``(B, C, H, W)`` floats in [0, 1] -> ``(B,)`` int64 in ``[0, 2**bits)``.
+    ``forward(views, codes=...)``: ``(N, C, H, W)`` views and ``(N,)`` codes -> stamped views.
+    ``forward(images)`` stamps each image with its own code (for pictures and diagnostics).
+    """
+
+    stage = "views"
+
+    def __init__(self, *, bits: int = 16, cell: int = 1, position: tuple[float, float] = (0.0, 0.0)) -> None:
+        super().__init__()
+        side = round(bits**0.5)
+        if side * side != bits or not 1 <= bits <= 49:
+            raise ValueError(f"instance_code bits must be a square number between 1 and 49, got {bits}")
+        if cell < 1:
+            raise ValueError(f"instance_code cell is a size in pixels >= 1, got {cell}")
+        self.bits, self.side, self.cell, self.position = bits, side, cell, tuple(position)
+
+    def codes(self, images: torch.Tensor) -> torch.Tensor:
+        flat = (images.detach().float().clamp(0, 1) * 255).round().long().flatten(1)
+        g = torch.Generator().manual_seed(20_200_830)
+        weights = torch.randint(1, 2**20, (flat.shape[1],), generator=g).to(flat.device)
+        h = (flat * weights).sum(1) % (2**31 - 1)
+        h = (h * 2_654_435_761) % (2**31 - 1)  # Knuth's multiplicative mix: neighbouring sums spread apart
+        h = h ^ (h >> 13)
+        return h % (2**self.bits)
+
+    def _box(self, h: int, w: int) -> tuple[int, int, int]:
+        size = self.side * self.cell
+        if size > min(h, w):
+            raise ValueError(f"instance_code of {self.side}x{self.side} cells of {self.cell} px does not fit {h}x{w} images")
+        top = min(max(round(self.position[0] * h), 0), h - size)
+        left = min(max(round(self.position[1] * w), 0), w - size)
+        return top, left, size
+
+    def pattern(self, codes: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` codes -> ``(N, 1, side·cell, side·cell)`` cells of 0 and 1."""
+        bit = torch.arange(self.bits, device=codes.device)
+        cells = ((codes[:, None] >> bit) & 1).float().view(-1, 1, self.side, self.side)
+        return cells.repeat_interleave(self.cell, dim=2).repeat_interleave(self.cell, dim=3)
+
+    def forward(self, images: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
+        if codes is None:
+            codes = self.codes(images)
+        if codes.shape[0] != images.shape[0]:
+            raise ValueError(f"instance_code got {codes.shape[0]} codes for {images.shape[0]} views")
+        top, left, size = self._box(images.shape[-2], images.shape[-1])
+        out = images.clone()
+        out[:, :, top : top + size, left : left + size] = self.pattern(codes).to(images.dtype)
+        return out
+
+    def region(self, h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
+        top, left, size = self._box(h, w)
+        mask = torch.zeros(1, 1, h, w, device=device)
+        mask[:, :, top : top + size, left : left + size] = 1
+        return mask
+
+
 @SHORTCUTS.register("none")
 def no_shortcut(**_: Any) -> None:
     return None
+
+
+def shortcut_views(
+    shortcut: Shortcut | None,
+    images: torch.Tensor,
+    views: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+    *,
+    sources: Callable[[torch.Tensor, int], torch.Tensor],
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    clean: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The data side of a step, in the order the training loop uses: shortcut, augmentation, views.
+
+    ``images`` ``(B, C, H, W)`` in [0, 1]; ``views`` is the pretext's ``views``; ``sources(targets, B)``
+    maps each view to its source image (``Pretext.view_sources``), needed by ``stage = "views"``
+    shortcuts only. ``clean=True`` leaves the cue out but keeps the channels the shortcut would give
+    (a backbone built for colour-fringed images sees grayscale replicated to 3 channels), so clean and
+    shortcut-bearing images are compared like with like. Returns ``(inputs, targets)``.
+    """
+    codes = None
+    if shortcut is not None:
+        chans = shortcut.out_channels(images.shape[1])
+        if clean:
+            images = images.expand(-1, chans, -1, -1) if chans != images.shape[1] else images
+        elif shortcut.stage == "views":
+            codes = shortcut.codes(images)  # of the clean source image, before any augmentation
+        else:
+            images = shortcut(images)
+    if augment is not None:
+        images = augment(images)
+    inputs, targets = views(images)
+    if codes is not None:
+        inputs = shortcut(inputs, codes=codes[sources(targets, images.shape[0])])
+    return inputs, targets
+
+
+def stamp(shortcut: Shortcut | None, images: torch.Tensor) -> torch.Tensor:
+    """The shortcut on whole images, for pictures and edit diagnostics (a views-stage cue is stamped
+    with each image's own code)."""
+    return images if shortcut is None else shortcut(images)
 
 
 def edit_ratio(edit: torch.Tensor, region: torch.Tensor) -> float:

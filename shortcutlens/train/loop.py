@@ -44,7 +44,7 @@ from shortcutlens.checkpoint import load_checkpoint, save_checkpoint, unwrap
 from shortcutlens.data import ImageData
 from shortcutlens.data.augment import build_augment
 from shortcutlens.data.loader import BatchLoader, to_float
-from shortcutlens.data.shortcuts import Shortcut, edit_ratio
+from shortcutlens.data.shortcuts import Shortcut, edit_ratio, shortcut_views, stamp
 from shortcutlens.eval.features import extract_features, probe_backbone
 from shortcutlens.eval.linear import linear_probe
 from shortcutlens.flops import flop_counter, training_compute
@@ -188,13 +188,8 @@ class Trainer:
         lr = lr_at(step, base_lr=self.cfg.lr, total_steps=self.cfg.steps, warmup_steps=self.cfg.warmup_steps,
                    schedule=self.cfg.schedule, cooldown_steps=self.cfg.cooldown_steps, timescale=self.cfg.rsqrt_timescale)
         set_lr(self.optimizer, lr)
-        pretext = self.pretext
         x, _ = self.loader.batch(step)
-        x = to_float(x)
-        if self.shortcut is not None:
-            x = self.shortcut(x)
-        x = self.augment(x)
-        inputs, targets = pretext.views(x)
+        inputs, targets = self.make_views(to_float(x), augment=self.augment)
         if self.cfg.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
 
@@ -241,6 +236,13 @@ class Trainer:
             self.lens_optimizer.step()
         metrics["lr"] = torch.tensor(lr)
         return metrics
+
+    def make_views(self, x: torch.Tensor, *, augment: nn.Module | None = None, clean: bool = False,
+                   pretext: Pretext | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``(B, C, H, W)`` in [0, 1] -> ``(inputs, targets)``: shortcut (left out when ``clean``),
+        augmentation, the pretext's views, and a per-instance cue stamped on the views."""
+        pretext = pretext or self.pretext
+        return shortcut_views(self.shortcut, x, pretext.views, sources=pretext.view_sources, augment=augment, clean=clean)
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, Any]:
@@ -312,9 +314,7 @@ class Trainer:
             return {}
         player = player or self.player
         x, _ = self.loader.batch(self.step)
-        x = to_float(x[:64])
-        if self.shortcut is not None:
-            x = self.shortcut(x)
+        x = stamp(self.shortcut, to_float(x[:64]))
         lens = unwrap(self.lens)
         out: dict[str, float] = {}
         edit = lens.apply(x) - x
@@ -324,7 +324,7 @@ class Trainer:
         # Pretext accuracy on raw and on lensed views of the same images (eval mode): how much of the
         # task the lens has taken away, and how much the raw images still give away.
         player.eval()
-        inputs, targets = player.pretext.views(x)
+        inputs, targets = self.make_views(to_float(self.loader.batch(self.step)[0][:64]), pretext=player.pretext)
         for name, seen in (("eval_acc_raw", inputs), ("eval_acc_lensed", lens.apply(inputs))):
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 out[name] = player(seen, targets)[2]["acc"].item()
@@ -335,9 +335,7 @@ class Trainer:
         if self.rank != 0:
             return
         x, _ = self.loader.batch(0)
-        x = to_float(x[:8])
-        if self.shortcut is not None:
-            x = self.shortcut(x)
+        x = stamp(self.shortcut, to_float(x[:8]))
         grid = edit_grid(x, unwrap(self.lens).apply(x))
         path = save_png(grid, self.run_dir / "edits" / f"step_{self.step:06d}.png")
         save_png(grid, self.run_dir / "edits" / "latest.png")
@@ -384,24 +382,20 @@ class Trainer:
         player = self.eval_player()
         backbone, pretext = player.backbone, player.pretext
         lens = unwrap(self.lens) if (through_lens and self.lens is not None) else None
-        backbone.eval()
+        player.eval()  # the head too: the patch tasks' heads have dropout
         torch.manual_seed(step_seed(self.seed, 0, 10**9))
         correct, total = 0.0, 0
         images = self.data.test.images[:max_images]
         for start in range(0, images.shape[0], 256):
             x = to_float(images[start : start + 256].to(self.device))
-            if with_shortcut and self.shortcut is not None:
-                x = self.shortcut(x)
-            elif self.shortcut is not None and self.shortcut.out_channels(x.shape[1]) != x.shape[1]:
-                x = x.expand(-1, self.shortcut.out_channels(x.shape[1]), -1, -1)
-            inputs, targets = pretext.views(x)
+            inputs, targets = self.make_views(x, clean=not with_shortcut, pretext=pretext)
             if lens is not None:
                 inputs = lens.apply(inputs)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 _, m = pretext.loss(pretext.embed(backbone, inputs), targets)
             correct += m["acc"].item() * targets.shape[0]
             total += targets.shape[0]
-        backbone.train()
+        player.train()
         return correct / max(total, 1)
 
     def finish(self) -> dict[str, Any]:
