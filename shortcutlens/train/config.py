@@ -49,6 +49,7 @@ class AdversaryConfig:
 class ProbeConfig:
     features: str = "raw"           # raw | lensed | concat
     l2: float = 1e-4
+    l2_grid: list[float] = field(default_factory=list)  # non-empty: choose l2 from it on the val split, refit on train + val
     untrained: bool = True          # also probe the backbone at initialisation, for comparison
     batch_size: int = 512
     max_iter: int = 200

@@ -371,8 +371,15 @@ class Trainer:
             train, test = (type(s)(s.images.expand(-1, chans, -1, -1), s.labels) for s in (train, test))
         train_x, train_y = extract_features(backbone, train, desc=f"{desc}: train features", **kw)
         test_x, test_y = extract_features(backbone, test, desc=f"{desc}: test features", **kw)
+        grid: dict[str, Any] = {"l2": self.probe_cfg.l2}
+        if self.probe_cfg.l2_grid:  # choose the L2 strength on the validation split
+            val = self.data.val
+            if chans != val.images.shape[1]:
+                val = type(val)(val.images.expand(-1, chans, -1, -1), val.labels)
+            val_x, val_y = extract_features(backbone, val, desc=f"{desc}: val features", **kw)
+            grid = {"l2": list(self.probe_cfg.l2_grid), "val_x": val_x, "val_y": val_y}
         result = linear_probe(train_x, train_y, test_x, test_y, num_classes=self.data.num_classes,
-                              l2=self.probe_cfg.l2, max_iter=self.probe_cfg.max_iter)
+                              max_iter=self.probe_cfg.max_iter, **grid)
         return {"accuracy": result.accuracy, "train_accuracy": result.train_accuracy, "l2": result.l2, "features": which,
                 "train_images": len(train), "test_images": len(self.data.test)}
 
