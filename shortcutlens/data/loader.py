@@ -4,6 +4,10 @@
 interrupted or not, which is what makes resume-after-kill exact. The order within an epoch comes
 from ``torch.utils.data.DistributedSampler`` reseeded per epoch (``set_epoch``), so under torchrun each
 rank sees its own shard. Indexing is one ``index_select`` per batch: no per-sample Python work.
+
+A streamed split (``shortcutlens.data.stream.StreamSplit``: an image folder too large for memory) keeps
+the same order and the same ``batch(step)``; its files are decoded ahead in ``DataLoader`` worker
+processes (``shortcutlens.data.stream.StreamBatches``).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from shortcutlens.data.base import Split
+from shortcutlens.data.stream import StreamBatches, is_streamed, stream_batches
 
 # Datasets up to this size are moved to the accelerator whole; larger ones stay in pinned host memory.
 DEVICE_RESIDENT_BYTES = 2 << 30
@@ -47,6 +52,12 @@ class BatchLoader:
                 f"batch_size {batch_size} x {world_size} rank(s) is larger than the {len(split)} training images"
             )
         self.batch_size = batch_size
+        self.stream: StreamBatches | None = None
+        if is_streamed(split):
+            self.stream = StreamBatches(split, sampler=self.sampler, batch_size=batch_size,
+                                        steps_per_epoch=self.steps_per_epoch, pin=self.device.type == "cuda")
+            self.images, self.labels = split.images, split.labels
+            return
         images, labels = split.images, split.labels
         if self.device.type == "cuda":
             if images.numel() <= DEVICE_RESIDENT_BYTES:
@@ -71,6 +82,9 @@ class BatchLoader:
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(uint8 images (B, C, H, W), labels (B,))`` for global ``step``, on ``self.device``."""
+        if self.stream is not None:
+            x, y = self.stream.batch(step)
+            return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         epoch, i = divmod(step, self.steps_per_epoch)
         idx = self._order_for(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
         if not self._pinned:
@@ -98,7 +112,13 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 
 
 def iterate(split: Split, *, batch_size: int, device: torch.device | str = "cpu"):
-    """Sequential, unshuffled float batches ``(images [0, 1], labels)`` for feature extraction."""
+    """Sequential, unshuffled float batches ``(images [0, 1], labels)`` for feature extraction.
+
+    A streamed split is decoded by its worker processes, a batch at a time (bounded memory)."""
+    if is_streamed(split):
+        for x, y in stream_batches(split, batch_size=batch_size, pin=torch.device(device).type == "cuda"):
+            yield to_float(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
+        return
     for start in range(0, len(split), batch_size):
         x = split.images[start : start + batch_size].to(device, non_blocking=True)
         y = split.labels[start : start + batch_size].to(device, non_blocking=True)

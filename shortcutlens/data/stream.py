@@ -1,0 +1,258 @@
+"""Image folders too large for memory: files decoded on demand, in ``DataLoader`` worker processes.
+
+An in-memory split holds every decoded image as uint8 (ImageNet at 224 px would be ~190 GB). A streamed
+split holds only the file paths and labels; :class:`LazyImages` stands where the uint8 tensor would be
+(``shape``, ``dtype``, ``images[index]`` decodes just those files), so code written for an in-memory
+split — slicing a few images for a picture, reading the image size — keeps working.
+
+Training batches come from :class:`StreamBatches`, the streaming back end of
+``shortcutlens.data.loader.BatchLoader``: the same ``DistributedSampler`` order (per-rank shard,
+reseeded per epoch, ``drop_last``) as the in-memory path, so ``batch(step)`` returns the same images
+for the same ``(seed, step, rank)`` on either path and a resumed run reads the batches it would have
+read. Workers decode ahead of the step being trained; memory stays bounded by
+``workers × prefetch`` batches plus a few cached ones.
+
+Shapes: ``LazyImages[index]`` -> uint8 ``(n, C, S, S)``; ``StreamBatches.batch(step)`` -> uint8
+``(B, C, S, S)`` and int64 labels ``(B,)``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from shortcutlens.data.base import DataNotFoundError, Split
+
+#: Batches each worker decodes ahead of the step being trained (``DataLoader``'s ``prefetch_factor``).
+PREFETCH = 2
+
+
+def decode(path: str, *, image_size: int, grayscale: bool) -> np.ndarray:
+    """One file -> uint8 ``(C, S, S)`` (RGB or L, bilinear resize), as the in-memory path reads it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if grayscale else "RGB").resize((image_size, image_size), Image.BILINEAR)
+            arr = np.array(im, dtype=np.uint8)  # a writable copy: torch warns on read-only arrays
+    except OSError as err:
+        raise DataNotFoundError(f"imagefolder: cannot read {path} ({err})") from err
+    return arr[None] if grayscale else arr.transpose(2, 0, 1)
+
+
+class LazyImages:
+    """Stands in for a uint8 ``(N, C, S, S)`` image tensor whose files are decoded when indexed.
+
+    Args:
+        paths: one file per image, in split order.
+        image_size: side ``S`` every image is resized to.
+        grayscale: decode to one channel (L) instead of three (RGB).
+    """
+
+    dtype = torch.uint8
+    ndim = 4
+
+    def __init__(self, paths: Sequence[str], *, image_size: int, grayscale: bool) -> None:
+        # A numpy array of strings: one object, cheap to index and to send to worker processes.
+        self.paths = np.asarray([str(p) for p in paths])
+        self.image_size, self.grayscale = int(image_size), bool(grayscale)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.paths), 1 if self.grayscale else 3, self.image_size, self.image_size))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def nbytes(self) -> int:
+        """What the split would take in memory decoded."""
+        return int(np.prod(self.shape))
+
+    def take(self, index: torch.Tensor | Sequence[int]) -> "LazyImages":
+        """A lazy subset (nothing decoded)."""
+        idx = torch.as_tensor(index, dtype=torch.long).numpy()
+        return LazyImages(self.paths[idx], image_size=self.image_size, grayscale=self.grayscale)
+
+    def decode_one(self, i: int) -> np.ndarray:
+        return decode(self.paths[i], image_size=self.image_size, grayscale=self.grayscale)
+
+    def __getitem__(self, index: int | slice | torch.Tensor | Sequence[int]) -> torch.Tensor:
+        """Decode the indexed files in this process: uint8 ``(n, C, S, S)`` (``(C, S, S)`` for an int)."""
+        if isinstance(index, (int, np.integer)):
+            return torch.from_numpy(self.decode_one(int(index)))
+        rows = range(len(self))[index] if isinstance(index, slice) else torch.as_tensor(index).reshape(-1).tolist()
+        if len(rows) == 0:
+            return torch.zeros((0, *self.shape[1:]), dtype=torch.uint8)
+        return torch.from_numpy(np.stack([self.decode_one(int(i)) for i in rows]))
+
+    def split(self, size: int) -> Iterator[torch.Tensor]:
+        """Decoded chunks of ``size`` images in order (as ``Tensor.split`` on an in-memory split)."""
+        for start in range(0, len(self), size):
+            yield self[start : start + size]
+
+
+class StreamSplit(Split):
+    """A split whose ``images`` are :class:`LazyImages`; ``workers`` decode its batches in parallel.
+
+    ``subset`` stays lazy, so carving validation and test splits or a ``train_size`` subset reads no file.
+    """
+
+    images: LazyImages  # type: ignore[assignment]
+
+    def __init__(self, images: LazyImages, labels: torch.Tensor, *, workers: int = 2) -> None:
+        self.workers = int(workers)
+        super().__init__(images, labels)  # type: ignore[arg-type]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.images, LazyImages):
+            raise TypeError(f"StreamSplit needs LazyImages, got {type(self.images).__name__}")
+        if self.labels.shape != (len(self.images),):
+            raise ValueError(f"labels shape {tuple(self.labels.shape)} does not match {len(self.images)} images")
+
+    def subset(self, index: torch.Tensor) -> "StreamSplit":
+        return StreamSplit(self.images.take(index), self.labels[index], workers=self.workers)
+
+
+def is_streamed(split: Split) -> bool:
+    return isinstance(split, StreamSplit)
+
+
+class _Files(Dataset):
+    """Map-style dataset over a streamed split: ``i -> (uint8 (C, S, S), label)``, decoded in a worker."""
+
+    def __init__(self, split: StreamSplit) -> None:
+        self.images, self.labels = split.images, split.labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(self.images.decode_one(i)), self.labels[i]
+
+
+class _StepBatches:
+    """Index lists of consecutive global steps from ``start``: the batch sampler handed to ``DataLoader``."""
+
+    def __init__(self, order_for, *, start: int, steps_per_epoch: int, batch_size: int, stop: int | None) -> None:
+        self.order_for, self.start, self.stop = order_for, start, stop
+        self.steps_per_epoch, self.batch_size = steps_per_epoch, batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        step = self.start
+        while self.stop is None or step < self.stop:
+            epoch, i = divmod(step, self.steps_per_epoch)
+            yield self.order_for(epoch)[i * self.batch_size : (i + 1) * self.batch_size].tolist()
+            step += 1
+
+
+def one_line(err: Exception) -> DataNotFoundError:
+    """A worker's error arrives with the worker's traceback in its message: keep the last line."""
+    last = str(err).strip().splitlines()[-1] if str(err).strip() else repr(err)
+    return DataNotFoundError(last.split(": ", 1)[1] if last.startswith(("shortcutlens.", "DataNotFoundError")) else last)
+
+
+class StreamBatches:
+    """``batch(step)`` for a streamed split, decoded ahead by ``split.workers`` worker processes.
+
+    Args:
+        split: the streamed split.
+        sampler: the ``DistributedSampler`` that fixes the order (shared with ``BatchLoader``).
+        batch_size, steps_per_epoch: as ``BatchLoader`` computed them.
+        pin: gather batches in pinned host memory (an asynchronous copy to a CUDA device).
+
+    Steps are asked for in order by training: each one is the next item of one ``DataLoader`` iterator.
+    A step already delivered (the loop asks for the batch of a step twice: diagnostics, then training)
+    comes from a small cache; an earlier one (step 0 for the edit grid) is decoded here, on the spot,
+    without disturbing the workers; a later one (a resume) restarts the workers at that step.
+    """
+
+    CACHE = 3
+
+    def __init__(self, split: StreamSplit, *, sampler: DistributedSampler, batch_size: int, steps_per_epoch: int,
+                 pin: bool = False) -> None:
+        self.split, self.sampler = split, sampler
+        self.batch_size, self.steps_per_epoch, self.pin = batch_size, steps_per_epoch, pin
+        self.workers = split.workers
+        self._orders: OrderedDict[int, torch.Tensor] = OrderedDict()  # the last two epochs' orders
+        self._it: Iterator | None = None
+        self._next = -1  # the step the iterator yields next
+        self._cache: OrderedDict[int, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+
+    def order_for(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._orders:
+            self.sampler.set_epoch(epoch)
+            self._orders[epoch] = torch.tensor(list(iter(self.sampler)), dtype=torch.long)
+            while len(self._orders) > 2:
+                self._orders.popitem(last=False)
+        return self._orders[epoch]
+
+    def _start(self, step: int) -> None:
+        # The batch sampler runs in this process (the orders are cheap); only decoding is in the workers.
+        sampler = _StepBatches(self.order_for, start=step, steps_per_epoch=self.steps_per_epoch,
+                               batch_size=self.batch_size, stop=None)
+        loader = DataLoader(_Files(self.split), batch_sampler=sampler, num_workers=self.workers,
+                            pin_memory=self.pin, prefetch_factor=PREFETCH if self.workers > 0 else None,
+                            persistent_workers=False)
+        self._it, self._next = iter(loader), step
+
+    def _pull(self) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self._it is not None
+        try:
+            x, y = next(self._it)
+        except DataNotFoundError as err:
+            raise one_line(err) from None
+        self._next += 1
+        return x, y
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 ``(B, C, S, S)`` and labels ``(B,)`` on the CPU (pinned when ``pin``)."""
+        if step in self._cache:
+            return self._cache[step]
+        if self._it is None or step > self._next:
+            self._start(step)
+        if step == self._next:
+            out = self._pull()
+            self._cache[step] = out
+            while len(self._cache) > self.CACHE:
+                self._cache.popitem(last=False)
+            return out
+        epoch, i = divmod(step, self.steps_per_epoch)  # an earlier step: decode it here
+        idx = self.order_for(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
+        return self.split.images[idx], self.split.labels[idx]
+
+
+def stream_batches(split: StreamSplit, *, batch_size: int, pin: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Sequential, unshuffled uint8 batches of a streamed split, decoded by its workers (feature extraction)."""
+    n = len(split)
+    sampler = [list(range(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
+    loader = DataLoader(_Files(split), batch_sampler=sampler, num_workers=split.workers, pin_memory=pin,
+                        prefetch_factor=PREFETCH if split.workers > 0 else None)
+    it = iter(loader)
+    while True:
+        try:
+            yield next(it)
+        except StopIteration:
+            return
+        except DataNotFoundError as err:
+            raise one_line(err) from None
+
+
+def list_files(folder: Path, classes: list[str], extensions: set[str]) -> tuple[list[str], list[int]]:
+    """Every image file of ``folder/<class>/`` in sorted order, and its class index (nothing decoded)."""
+    paths: list[str] = []
+    labels: list[int] = []
+    for label, cls in enumerate(classes):
+        d = folder / cls
+        if not d.is_dir():
+            continue
+        for p in sorted(d.iterdir()):
+            if p.suffix.lower() in extensions:
+                paths.append(str(p))
+                labels.append(label)
+    return paths, labels
