@@ -105,6 +105,11 @@ class BatchLoader:
         copied.record()
         return x, y
 
+    def close(self) -> None:
+        """Stop a streamed split's decoding workers (nothing to do for an in-memory split)."""
+        if self.stream is not None:
+            self.stream.close()
+
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 ``[0, 255]`` -> float32 ``[0, 1]`` (on whatever device the images are)."""

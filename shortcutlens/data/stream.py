@@ -136,18 +136,37 @@ class _Files(Dataset):
         return torch.from_numpy(self.images.decode_one(i)), self.labels[i]
 
 
-class _StepBatches:
-    """Index lists of consecutive global steps from ``start``: the batch sampler handed to ``DataLoader``."""
+class StepOrder:
+    """The indices of global step ``s``: epoch ``s // steps_per_epoch`` of a ``DistributedSampler`` reseeded
+    with ``set_epoch``, cut into batches (the last two epochs' orders are kept)."""
 
-    def __init__(self, order_for, *, start: int, steps_per_epoch: int, batch_size: int, stop: int | None) -> None:
-        self.order_for, self.start, self.stop = order_for, start, stop
-        self.steps_per_epoch, self.batch_size = steps_per_epoch, batch_size
+    def __init__(self, sampler: DistributedSampler, *, batch_size: int, steps_per_epoch: int) -> None:
+        self.sampler, self.batch_size, self.steps_per_epoch = sampler, batch_size, steps_per_epoch
+        self._orders: OrderedDict[int, torch.Tensor] = OrderedDict()
+
+    def __call__(self, step: int) -> torch.Tensor:
+        epoch, i = divmod(step, self.steps_per_epoch)
+        if epoch not in self._orders:
+            self.sampler.set_epoch(epoch)
+            self._orders[epoch] = torch.tensor(list(iter(self.sampler)), dtype=torch.long)
+            while len(self._orders) > 2:
+                self._orders.popitem(last=False)
+        return self._orders[epoch][i * self.batch_size : (i + 1) * self.batch_size]
+
+
+class _StepBatches:
+    """Index lists of consecutive global steps from ``start``: the batch sampler handed to ``DataLoader``.
+
+    It holds its own ``StepOrder``, not the loader that owns it: no reference cycle keeps a finished
+    ``DataLoader`` iterator alive until a garbage collection that could run in a forked worker."""
+
+    def __init__(self, order: StepOrder, *, start: int) -> None:
+        self.order, self.start = order, start
 
     def __iter__(self) -> Iterator[list[int]]:
         step = self.start
-        while self.stop is None or step < self.stop:
-            epoch, i = divmod(step, self.steps_per_epoch)
-            yield self.order_for(epoch)[i * self.batch_size : (i + 1) * self.batch_size].tolist()
+        while True:
+            yield self.order(step).tolist()
             step += 1
 
 
@@ -179,23 +198,15 @@ class StreamBatches:
         self.split, self.sampler = split, sampler
         self.batch_size, self.steps_per_epoch, self.pin = batch_size, steps_per_epoch, pin
         self.workers = split.workers
-        self._orders: OrderedDict[int, torch.Tensor] = OrderedDict()  # the last two epochs' orders
+        self.order = StepOrder(sampler, batch_size=batch_size, steps_per_epoch=steps_per_epoch)
         self._it: Iterator | None = None
         self._next = -1  # the step the iterator yields next
         self._cache: OrderedDict[int, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
-    def order_for(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._orders:
-            self.sampler.set_epoch(epoch)
-            self._orders[epoch] = torch.tensor(list(iter(self.sampler)), dtype=torch.long)
-            while len(self._orders) > 2:
-                self._orders.popitem(last=False)
-        return self._orders[epoch]
-
     def _start(self, step: int) -> None:
         # The batch sampler runs in this process (the orders are cheap); only decoding is in the workers.
-        sampler = _StepBatches(self.order_for, start=step, steps_per_epoch=self.steps_per_epoch,
-                               batch_size=self.batch_size, stop=None)
+        sampler = _StepBatches(StepOrder(self.sampler, batch_size=self.batch_size,
+                                         steps_per_epoch=self.steps_per_epoch), start=step)
         loader = DataLoader(_Files(self.split), batch_sampler=sampler, num_workers=self.workers,
                             pin_memory=self.pin, prefetch_factor=PREFETCH if self.workers > 0 else None,
                             persistent_workers=False)
@@ -210,6 +221,11 @@ class StreamBatches:
         self._next += 1
         return x, y
 
+    def close(self) -> None:
+        """Stop the workers now (they also stop when this object is dropped)."""
+        self._it, self._next = None, -1
+        self._cache.clear()
+
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 ``(B, C, S, S)`` and labels ``(B,)`` on the CPU (pinned when ``pin``)."""
         if step in self._cache:
@@ -222,8 +238,7 @@ class StreamBatches:
             while len(self._cache) > self.CACHE:
                 self._cache.popitem(last=False)
             return out
-        epoch, i = divmod(step, self.steps_per_epoch)  # an earlier step: decode it here
-        idx = self.order_for(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
+        idx = self.order(step)  # an earlier step: decode it here
         return self.split.images[idx], self.split.labels[idx]
 
 
