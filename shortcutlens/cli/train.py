@@ -11,6 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from shortcutlens.cli.common import CONF_DIR, clear_errors, register_schemas, resolve_device, resolve_run
+from shortcutlens.cli.resume import resume_from_hydra, write_config
 
 register_schemas()
 
@@ -60,6 +61,7 @@ def run(cfg: dict[str, Any], run_dir: str) -> dict[str, Any]:
         run_dir=run_dir, device=device, seed=cfg["seed"], resume=cfg["resume"], spec=spec, config=cfg,
     )
     if dist.is_main():
+        write_config(cfg, run_dir)  # before training: a killed run can be resumed from it
         print(data.summary())
     results = trainer.fit()
     if dist.is_main():
@@ -75,6 +77,8 @@ def run(cfg: dict[str, Any], run_dir: str) -> dict[str, Any]:
 @clear_errors
 def main(cfg: DictConfig) -> None:
     resolved, run_dir = resolve_run(cfg)
+    if resolved.get("resume"):  # continue the recorded run, extended only where the overrides may extend it
+        resolved = resume_from_hydra(resolved, run_dir)
     run(resolved, run_dir)
 
 
