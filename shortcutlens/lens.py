@@ -135,8 +135,10 @@ class UNetLens(nn.Module):
         return out
 
     @torch.no_grad()
-    def apply(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Edit new images at transfer time (eval mode, no gradients, batched)."""
+    def edit(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Edit new images at transfer time (eval mode, no gradients, batched): ``(N, C, H, W) -> (N, C, H, W)``.
+
+        (Named ``edit``, not ``apply``: ``nn.Module.apply(fn)`` is PyTorch's recursive initialiser.)"""
         was_training = self.training
         self.eval()
         out = torch.cat([self(chunk) for chunk in images.split(batch_size)])

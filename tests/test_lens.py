@@ -78,7 +78,7 @@ def test_lens_checkpoint_round_trip(tmp_path):
     other = UNetLens(in_chans=3, img_size=16, width=4)
     other.load_state_dict(load_checkpoint(tmp_path / "lens.pt")["lens"])
     x = torch.rand(2, 3, 16, 16)
-    assert torch.equal(other.apply(x), lens.apply(x))
+    assert torch.equal(other.edit(x), lens.edit(x))
 
 
 def test_registry_lists_lenses_and_bad_constraint():

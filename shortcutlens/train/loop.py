@@ -317,7 +317,7 @@ class Trainer:
         x = stamp(self.shortcut, to_float(x[:64]))
         lens = unwrap(self.lens)
         out: dict[str, float] = {}
-        edit = lens.apply(x) - x
+        edit = lens.edit(x) - x
         region = self.shortcut.region(x.shape[-2], x.shape[-1], x.device) if self.shortcut is not None else None
         if region is not None:
             out["edit_ratio"] = edit_ratio(edit, region)
@@ -325,7 +325,7 @@ class Trainer:
         # task the lens has taken away, and how much the raw images still give away.
         player.eval()
         inputs, targets = self.make_views(to_float(self.loader.batch(self.step)[0][:64]), pretext=player.pretext)
-        for name, seen in (("eval_acc_raw", inputs), ("eval_acc_lensed", lens.apply(inputs))):
+        for name, seen in (("eval_acc_raw", inputs), ("eval_acc_lensed", lens.edit(inputs))):
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 out[name] = player(seen, targets)[2]["acc"].item()
         player.train()
@@ -336,7 +336,7 @@ class Trainer:
             return
         x, _ = self.loader.batch(0)
         x = stamp(self.shortcut, to_float(x[:8]))
-        grid = edit_grid(x, unwrap(self.lens).apply(x))
+        grid = edit_grid(x, unwrap(self.lens).edit(x))
         path = save_png(grid, self.run_dir / "edits" / f"step_{self.step:06d}.png")
         save_png(grid, self.run_dir / "edits" / "latest.png")
         if self.writer is not None:
@@ -397,7 +397,7 @@ class Trainer:
             x = to_float(images[start : start + 256].to(self.device))
             inputs, targets = self.make_views(x, clean=not with_shortcut, pretext=pretext)
             if lens is not None:
-                inputs = lens.apply(inputs)
+                inputs = lens.edit(inputs)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 _, m = pretext.loss(pretext.embed(backbone, inputs), targets)
             correct += m["acc"].item() * targets.shape[0]
