@@ -20,6 +20,13 @@ class CheckpointError(RuntimeError):
     pass
 
 
+class NonFiniteLossError(RuntimeError):
+    """Training stopped because the pretext loss became NaN or infinite (the last good checkpoint is kept).
+
+    Defined here, beside ``CheckpointError``, so that the commands' error handling catches it without
+    importing the training loop."""
+
+
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

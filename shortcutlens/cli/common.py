@@ -31,9 +31,8 @@ def resolve_device(name: str) -> torch.device:
 def clear_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn the errors a user can cause (bad names, missing data, bad checkpoints) into one line on
     stderr and exit status 2, instead of a traceback."""
-    from shortcutlens.checkpoint import CheckpointError
+    from shortcutlens.checkpoint import CheckpointError, NonFiniteLossError
     from shortcutlens.data import DataNotFoundError
-    from shortcutlens.train.loop import NonFiniteLossError
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

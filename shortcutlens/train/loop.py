@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from pretexts import Pretext
 from shortcutlens import distributed as dist
-from shortcutlens.checkpoint import load_checkpoint, save_checkpoint, unwrap
+from shortcutlens.checkpoint import NonFiniteLossError, load_checkpoint, save_checkpoint, unwrap
 from shortcutlens.data import ImageData
 from shortcutlens.data.augment import build_augment
 from shortcutlens.data.loader import BatchLoader, to_float
@@ -53,10 +53,6 @@ from shortcutlens.train.config import AdversaryConfig, ProbeConfig, TrainerConfi
 from shortcutlens.train.optim import build_optimizer, lr_at, param_groups, set_lr
 from shortcutlens.train.scaling_recipe import head_body_param_groups
 from shortcutlens.visualize import edit_grid, save_png
-
-
-class NonFiniteLossError(RuntimeError):
-    pass
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
