@@ -1,55 +1,113 @@
-"""The shortcut benchmark's summary: recovery and clean-data cost paired by seed, against hand arithmetic."""
+"""The shortcut benchmark's figures (gain, cue cost, recovery, clean-data effect, paired by seed, with
+intervals) against hand arithmetic, and its plan (rows, overrides, where results go)."""
 
+import statistics
 import sys
 from pathlib import Path
 
 import pytest
+from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
-import shortcut_benchmark as sb
+import shortcut_benchmark as sb  # noqa: E402
 
 
-def _run(row: str, seed: int, probe: float, steps: int = 500) -> dict:
-    return {"row": row, "seed": seed, "steps": steps, "pretext_acc": 1.0, "pretext_acc_clean": None,
-            "probe_acc": probe, "edit_ratio": None}
+def _run(row: str, seed: int, probe: float, *, untrained: float | None = None, acc: float = 0.9) -> dict:
+    return {"row": row, "seed": seed, "steps": 500, "pretext_acc": acc, "pretext_acc_clean": None,
+            "probe_acc": probe, "probe_untrained_acc": untrained, "edit_ratio": None, "lens_mode": None}
 
 
-def test_recovery_and_clean_cost_are_paired_by_seed():
-    rows = [r for r in sb.ROWS if r.pretext == "rotation" and r.name in
-            ("clean / no lens", "arrow / no lens", "arrow / lens (random_wrong)", "clean / lens (random_wrong)")]
-    runs = [
-        _run("clean / no lens", 0, 0.80), _run("clean / no lens", 1, 0.78),
-        _run("arrow / no lens", 0, 0.60), _run("arrow / no lens", 1, 0.50),
-        _run("arrow / lens (random_wrong)", 0, 0.75),  # seed 1 missing: only seed 0 is paired
-        _run("clean / lens (random_wrong)", 0, 0.79), _run("clean / lens (random_wrong)", 1, 0.785),
-    ]
-    table = {e["row"]: e for e in sb.summarise(rows, runs)}
-    lens = table["arrow / lens (random_wrong)"]
-    assert lens["paired_seeds"] == [0]
-    assert lens["recovery"] == pytest.approx((0.75 - 0.60) / (0.80 - 0.60))
-    clean = table["clean / lens (random_wrong)"]
-    assert clean["paired_seeds"] == [0, 1]
-    assert clean["clean_cost_points"] == pytest.approx(100 * ((0.80 + 0.78) / 2 - (0.79 + 0.785) / 2))
-    assert table["clean / no lens"]["probe_acc"] == pytest.approx(0.79)
-    md = sb.markdown(list(table.values()))
-    assert "| rotation | arrow / lens (random_wrong) | 500 | 1 |" in md and "75%" in md
+ROT = [r for r in sb.ROWS if r.pretext == "rotation" and not r.secondary]
 
 
-def test_row_selection_pulls_in_the_baselines_a_lens_row_needs(tmp_path, monkeypatch, capsys):
+def test_figures_are_paired_by_seed_with_intervals():
+    clean = [0.80, 0.78, 0.82]
+    untrained = [0.75, 0.76, 0.74]
+    cue = [0.60, 0.50, 0.70]
+    lens = [0.75, 0.70]                  # seed 2 missing: recovery uses seeds 0 and 1 only
+    clean_lens = [0.79, 0.785, 0.83]
+    runs = ([_run("rotation clean / no lens", s, c, untrained=u, acc=0.95) for s, (c, u) in enumerate(zip(clean, untrained))]
+            + [_run("rotation arrow / no lens", s, v, acc=1.0) for s, v in enumerate(cue)]
+            + [_run("rotation arrow / lens", s, v) for s, v in enumerate(lens)]
+            + [_run("rotation clean / lens", s, v) for s, v in enumerate(clean_lens)])
+    table, figures = sb.summarise(ROT, runs)
+    f = figures[0]
+    gains = [100 * (c - u) for c, u in zip(clean, untrained)]
+    assert f["gain"]["value"] == pytest.approx(statistics.fmean(gains))
+    half = stats.t.ppf(0.975, 2) * statistics.stdev(gains) / 3**0.5
+    assert f["gain"]["ci95"] == pytest.approx([statistics.fmean(gains) - half, statistics.fmean(gains) + half])
+    assert f["cue_cost"]["value"] == pytest.approx(100 * statistics.fmean(c - q for c, q in zip(clean, cue)))
+    assert f["exploit"]["value"] == pytest.approx(5.0)  # 100% with the arrow against 95% clean
+    rec = f["recovery"]
+    assert rec["seeds"] == [0, 1]
+    assert rec["value"] == pytest.approx(((0.75 - 0.60) + (0.70 - 0.50)) / ((0.80 - 0.60) + (0.78 - 0.50)))
+    assert rec["per_seed"] == pytest.approx([0.15 / 0.20, 0.20 / 0.28])
+    assert rec["ci95"][0] <= rec["value"] <= rec["ci95"][1]
+    effect = [100 * (b - a) for a, b in zip(clean, clean_lens)]
+    assert f["clean_lens_effect"]["value"] == pytest.approx(statistics.fmean(effect))
+    md = sb.markdown(table, figures)
+    assert "| rotation | rotation arrow / lens | auto | 500 | 2 |" in md
+
+
+def test_single_seed_cells_say_n_equals_1():
+    runs = [_run("rotation clean / no lens", 0, 0.80, untrained=0.76), _run("rotation arrow / no lens", 0, 0.60),
+            _run("rotation arrow / lens", 0, 0.75)]
+    table, figures = sb.summarise(ROT, runs)
+    md = sb.markdown(table, figures)
+    assert "80.0 (n = 1)" in md and "+4.0 pt (n = 1)" in md and "75% (n = 1)" in md
+    assert "± 0.0" not in md
+
+
+def test_recovery_interval_brackets_the_point_and_needs_a_positive_gap():
+    point, lo, hi = sb.recovery_interval([0.8, 0.8, 0.8, 0.8], [0.6, 0.6, 0.6, 0.6], [0.7, 0.75, 0.65, 0.7])
+    assert point == pytest.approx(0.5) and lo <= point <= hi and lo >= 0.25 and hi <= 0.75
+    assert sb.recovery_interval([0.8], [0.6], [0.7]) is None
+    assert sb.recovery_interval([0.6, 0.6], [0.7, 0.7], [0.7, 0.7]) is None  # the cue did not cost anything
+
+
+def test_every_pretext_has_four_headline_rows_and_a_cue_that_fits_it():
+    for name, p in sb.PROTOCOLS.items():
+        roles = sorted(r.role for r in sb.ROWS if r.pretext == name and not r.secondary)
+        assert roles == ["clean", "clean_lens", "cue", "lens"], name
+    assert sb.PROTOCOLS["exemplar"].cue == sb.PROTOCOLS["contrastive"].cue == "instance_code"
+    assert "watermark" in sb.PROTOCOLS["exemplar"].controls  # the negative control stays
+
+
+def test_overrides_compose_and_clean_rows_match_the_cue_rows_channels(tmp_path):
+    from shortcutlens.cli.common import compose
+
+    by_name = {r.name: r for r in sb.ROWS}
+    clean = compose(sb.overrides(by_name["jigsaw clean / no lens"], seed=3, steps=7, extra=[], out=tmp_path))
+    cue = compose(sb.overrides(by_name["jigsaw chromatic_aberration / no lens"], seed=3, steps=7, extra=[], out=tmp_path))
+    # like with like: both rows train a 3-channel backbone; the clean one's aberration has zero strength
+    assert clean["shortcut"]["name"] == cue["shortcut"]["name"] == "chromatic_aberration"
+    assert clean["shortcut"]["intensity"] == 0.0 and cue["shortcut"]["intensity"] > 0
+    assert clean["probe"]["untrained"] is True and cue["probe"]["untrained"] is False
+    assert clean["probe"]["max_train"] == 0 and clean["probe"]["l2_grid"]  # all 54,000 images, L2 chosen on val
+    assert clean["trainer"]["steps"] == 7 and clean["seed"] == 3 and clean["lens"]["name"] == "none"
+    lens = compose(sb.overrides(by_name["exemplar instance_code / lens"], seed=0, steps=7, extra=[], out=tmp_path))
+    assert lens["lens"]["name"] == "unet" and lens["shortcut"]["name"] == "instance_code"
+    assert lens["trainer"]["batch_size"] == 32 and lens["pretext"]["copies"] == 4
+
+
+def test_plan_resumes_and_writes_results_under_out_by_default(tmp_path, monkeypatch, capsys):
     def no_pool(_):
         raise RuntimeError("planned only")
 
     monkeypatch.setattr(sb, "get_context", no_pool)
     with pytest.raises(RuntimeError, match="planned only"):
-        sb.main(["--rows", "jigsaw chromatic aberration / lens (random_wrong)", "--seeds", "0", "--out", str(tmp_path)])
-    # the lens row, plus jigsaw's clean and chromatic-aberration rows without a lens (for its recovery)
-    assert "3 runs (3 rows; seeds [0]" in capsys.readouterr().out
+        sb.main(["--pretexts", "exemplar", "--seeds", "0", "1", "--out", str(tmp_path)])
+    # 4 headline rows x 2 seeds + the watermark control (2 rows) on seed 0
+    assert "10 runs (6 rows; seeds [0, 1], secondary rows [0]); 0 already finished" in capsys.readouterr().out
+    # nothing to run (all collected): tables land in <out>/results, never in the tracked experiments/results
+    tracked = {p: p.stat().st_mtime for p in sb.RESULTS.glob("*")}
+    sb.main(["--pretexts", "exemplar", "--seeds", "0", "--out", str(tmp_path), "--collect"])
+    assert (tmp_path / "results" / "shortcut_benchmark.json").is_file()
+    assert {p: p.stat().st_mtime for p in sb.RESULTS.glob("*")} == tracked
 
 
 def test_lens_extra_reaches_the_lens_rows_only(tmp_path, monkeypatch):
-    """``--lens-extra lens.budget=…`` must not be handed to the no-lens baselines, whose ``lens=none`` has no
-    budget (Hydra would refuse the override), and must reach every lens row's composed config."""
     planned = []
 
     class Pool:
@@ -68,16 +126,11 @@ def test_lens_extra_reaches_the_lens_rows_only(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sb, "get_context", lambda _: type("Ctx", (), {"Pool": Pool}))
     with pytest.raises(RuntimeError, match="planned only"):
-        sb.main(["--rows", "relative_location", "--seeds", "0", "--lens-extra", "lens.budget=0.01", "--out", str(tmp_path)])
+        sb.main(["--pretexts", "rotation", "--no-secondary", "--seeds", "0", "--lens-extra", "lens.budget=0.01",
+                 "--out", str(tmp_path)])
     from shortcutlens.cli.common import compose
 
-    budgets = {}
-    for row, seed, steps, extra, out, _ in planned:
-        cfg = compose(sb.overrides(row, seed=seed, steps=steps, extra=extra, out=out))
-        budgets[row.name] = cfg["lens"].get("budget")
-    assert budgets == {
-        "relative_location clean / no lens": None,
-        "relative_location chromatic aberration / no lens": None,
-        "relative_location chromatic aberration / lens (random_wrong)": 0.01,
-        "relative_location clean / lens (random_wrong)": 0.01,
-    }
+    budgets = {row.name: compose(sb.overrides(row, seed=seed, steps=steps, extra=extra, out=out))["lens"].get("budget")
+               for row, seed, steps, extra, out, _ in planned}
+    assert budgets == {"rotation clean / no lens": None, "rotation arrow / no lens": None,
+                       "rotation arrow / lens": 0.01, "rotation clean / lens": 0.01}
