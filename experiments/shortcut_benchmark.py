@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import shutil
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -301,7 +302,7 @@ def figure(values: list[float], seeds: list[int]) -> dict:
 
 # ---------------------------------------------------------------------------------------------- tables
 def cell(mean: float, std: float | None, n: int, scale: float = 100, unit: str = "") -> str:
-    if mean != mean:
+    if math.isnan(mean):
         return "-"
     if n == 1 or std is None:
         return f"{scale * mean:.1f}{unit} (n = 1)"
@@ -333,8 +334,8 @@ def markdown(table: list[dict], figures: list[dict]) -> str:
                      f"{cell(e['pretext_acc'], e['pretext_acc_std'], n)} | {cell(e['probe_acc'], e['probe_acc_std'], n)} | "
                      f"{ratio} |")
     lines += ["", "Paired by seed; mean [95% interval] (t over seeds; recovery: bootstrap over seeds).", "",
-              "| pretext | cue | untrained probe (%) | gain over untrained | cue exploited (pretext acc) | cue costs the probe | "
-              "recovery by the lens | lens on clean data |", "|---|---|---|---|---|---|---|---|"]
+              ("| pretext | cue | untrained probe (%) | gain over untrained | cue exploited (pretext acc) | "
+               "cue costs the probe | recovery by the lens | lens on clean data |"), "|---|---|---|---|---|---|---|---|"]
     for f in figures:
         rec = f.get("recovery")
         if rec and rec.get("value") is not None:
@@ -418,8 +419,8 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], list[dict]]:
 
     results.mkdir(parents=True, exist_ok=True)
     pictures = {}
-    for name in PROTOCOLS:  # the lens-edit grid of each pretext's cue + lens row, seed 0 (not the best seed)
-        pick = [r for r in runs if r["row"] == f"{name} {PROTOCOLS[name].cue} / lens" and r.get("edit_png")
+    for name, p in PROTOCOLS.items():  # the lens-edit grid of each pretext's cue + lens row, seed 0 (not the best)
+        pick = [r for r in runs if r["row"] == f"{name} {p.cue} / lens" and r.get("edit_png")
                 and Path(r["edit_png"]).is_file()]
         if pick:
             r = min(pick, key=lambda r: r["seed"])

@@ -10,7 +10,7 @@ from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
-import shortcut_benchmark as sb  # noqa: E402
+import shortcut_benchmark as sb
 
 
 def _run(row: str, seed: int, probe: float, *, untrained: float | None = None, acc: float = 0.9) -> dict:
@@ -67,7 +67,7 @@ def test_recovery_interval_brackets_the_point_and_needs_a_positive_gap():
 
 
 def test_every_pretext_has_four_headline_rows_and_a_cue_that_fits_it():
-    for name, p in sb.PROTOCOLS.items():
+    for name in sb.PROTOCOLS:
         roles = sorted(r.role for r in sb.ROWS if r.pretext == name and not r.secondary)
         assert roles == ["clean", "clean_lens", "cue", "lens"], name
     assert sb.PROTOCOLS["exemplar"].cue == sb.PROTOCOLS["contrastive"].cue == "instance_code"
