@@ -179,6 +179,36 @@ def load_runs(path: str | Path) -> list[dict[str, Any]]:
     return runs
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+
+
+def undetermined(fit: PowerLawFit) -> list[str]:
+    """The parameters the runs do not pin down: no standard error (as many runs as parameters, or a
+    singular covariance) or a standard error larger than the value itself."""
+    out = []
+    for k in PARAMS:
+        err, value = fit.stderr.get(k), abs(getattr(fit, k))
+        if err is None or not math.isfinite(err) or err > value:
+            out.append(k)
+    return out
+
+
+def fit_warning(fit: PowerLawFit) -> str | None:
+    """One line for the figure when the fit is not determined, else None."""
+    loose = undetermined(fit)
+    if not loose:
+        return None
+    why = (f"{fit.n_points} runs for {len(PARAMS)} parameters: the curve passes through them exactly"
+           if fit.n_points <= len(PARAMS) else "standard error missing or larger than the value")
+    return f"fit not determined: {', '.join(loose)} ({why})"
+
+
+def model_markers(runs: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """One marker per model (the runs' ``model`` column, in order of first appearance)."""
+    models = list(dict.fromkeys(str(r.get("model") or "runs") for r in runs))
+    return {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(models)}
+
+
 def plot_fit(
     runs: Sequence[dict[str, Any]],
     fit: PowerLawFit,
@@ -187,44 +217,67 @@ def plot_fit(
     fitted_mask: np.ndarray | None = None,
     per_data_size: dict[Any, PowerLawFit] | None = None,
     title: str | None = None,
+    error_label: str = "error E",
 ) -> Path:
-    """Log-log plot of every run (coloured by data size), the fitted points ringed, the fit and its
-    asymptote ``c``; saved as a PNG through the Agg canvas (no display needed)."""
+    """Log-log plot of every run (colour: data size; marker: model), the fitted points ringed, the fit
+    and its asymptote ``c``, and a red warning on the figure when the fit is not determined
+    (``fit_warning``); saved as a PNG through the Agg canvas (no display needed).
+
+    ``title`` should say which error was fitted: a sweep writes several fits (e.g. probe error and the
+    pretext's own error) that must not look alike."""
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     x = np.array([r["compute"] for r in runs])
     y = np.array([r["error"] for r in runs])
     sizes = [r.get("data_size") for r in runs]
+    markers = model_markers(runs)
+    models = [str(r.get("model") or "runs") for r in runs]
     fig = Figure(figsize=(6.4, 4.8), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     cmap = colormaps["viridis"]
     keys = sorted({s for s in sizes if s is not None})
     colours = {k: cmap(i / max(1, len(keys) - 1)) for i, k in enumerate(keys)}
+    handles = []
     for k in keys + ([None] if None in sizes else []):
         sel = np.array([s == k for s in sizes])
+        for m, marker in markers.items():
+            both = sel & np.array([mm == m for mm in models])
+            if both.any():
+                ax.scatter(x[both], y[both], s=28, marker=marker, color=colours.get(k, "tab:gray"), zorder=3)
         label = f"data {int(k):,}" if k is not None else "runs"
-        ax.scatter(x[sel], y[sel], s=24, color=colours.get(k, "tab:gray"), label=label, zorder=3)
+        handles.append(Line2D([], [], ls="", marker="o", color=colours.get(k, "tab:gray"), label=label))
         if per_data_size and k in per_data_size:
             grid = np.geomspace(x[sel].min(), x[sel].max(), 100)
             ax.plot(grid, per_data_size[k].predict(grid), color=colours.get(k, "tab:gray"), lw=0.8, alpha=0.7)
+    if len(markers) > 1 or "runs" not in markers:
+        handles += [Line2D([], [], ls="", marker=mk, color="dimgray", label=m) for m, mk in markers.items()]
     if fitted_mask is not None:
-        ax.scatter(x[fitted_mask], y[fitted_mask], s=80, facecolors="none", edgecolors="black", lw=1.0,
-                   label="fitted (frontier)" if not fitted_mask.all() else "fitted", zorder=4)
+        handles.append(ax.scatter(x[fitted_mask], y[fitted_mask], s=90, facecolors="none", edgecolors="black", lw=1.0,
+                                  label="fitted (frontier)" if not fitted_mask.all() else "fitted", zorder=4))
     grid = np.geomspace(x.min() / 2, x.max() * 4, 200)
-    ax.plot(grid, fit.predict(grid), color="crimson", lw=2,
-            label=f"a(C+d)$^{{-b}}$+c: b={fit.b:.3g}, c={fit.c:.3g}")
+
+    def pm(k: str) -> str:
+        err = fit.stderr.get(k)
+        return f"{getattr(fit, k):.3g}" + (f"±{err:.2g}" if err is not None else "±?")
+
+    handles += ax.plot(grid, fit.predict(grid), color="crimson", lw=2, label=f"a(C+d)$^{{-b}}$+c: b={pm('b')}, c={pm('c')}")
     ax.axhline(fit.c, color="crimson", ls="--", lw=1, alpha=0.6)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("training compute C (FLOPs)")
-    ax.set_ylabel("error E")
-    ax.set_title(title or "Saturating power law (Zhai et al. 2022)")
+    ax.set_ylabel(error_label)
+    ax.set_title(title or f"{error_label}: saturating power law (Zhai et al. 2022)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    ax.legend(handles=handles, fontsize=7)
+    warning = fit_warning(fit)
+    if warning:  # below the axes, where it hides no run
+        fig.text(0.5, 0.012, "\u26a0 " + warning, fontsize=8, color="firebrick", ha="center", va="bottom",
+                 bbox={"facecolor": "white", "edgecolor": "firebrick", "boxstyle": "round,pad=0.3"})
+    fig.tight_layout(rect=(0, 0.06 if warning else 0, 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -8,7 +8,11 @@ Usage::
 The runs file is CSV or JSON with one row per training run: ``compute`` (training FLOPs, e.g.
 ``shortcutlens.flops.count_step_flops(...).total × steps``), ``data_size`` (images seen or dataset
 size) and ``error`` (e.g. 1 − linear-probe accuracy). By default the fit uses the compute-efficient
-frontier, as the paper does; ``--all-points`` fits every run. A plain argparse tool: it has no
+frontier, as the paper does; ``--all-points`` fits every run. An optional ``model`` column gives each
+model its own marker. The figure's title says which error was fitted (``--error-label``; by default
+read from the runs' columns: ``1 − probe accuracy`` when ``error`` is ``1 − probe_acc``, the pretext's
+error when it is ``pretext_error``) and the runs file, so two fits of one sweep are told apart; a fit
+that the runs do not determine carries a red warning on the figure. A plain argparse tool: it has no
 components to configure, so Hydra would add nothing.
 """
 
@@ -22,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shortcutlens.scaling import FORMULA, PARAMS, fit_power_law, load_runs, pareto_frontier, plot_fit
+from shortcutlens.scaling import FORMULA, PARAMS, fit_power_law, fit_warning, load_runs, pareto_frontier, plot_fit
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +38,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-data-size", action="store_true",
                    help="also fit each data size that has at least 4 runs (its own frontier)")
     p.add_argument("--absolute", action="store_true", help="unweighted residuals instead of relative ones")
+    p.add_argument("--error-label", default=None, help="what the error column is (figure title and y axis)")
+    p.add_argument("--title", default=None, help="figure title (default: the error, the fitted runs and the file)")
     return p
+
+
+def describe_error(runs: Sequence[dict]) -> str:
+    """What ``error`` holds, read from the other columns a sweep writes (``probe_acc``, ``pretext_error``)."""
+    def matches(column: str, flip: bool) -> bool:
+        try:
+            return all(abs(r["error"] - ((1.0 - float(r[column])) if flip else float(r[column]))) < 1e-6 for r in runs)
+        except (KeyError, TypeError, ValueError):
+            return False
+
+    if matches("pretext_error", flip=False):
+        return "pretext error (test images)"
+    if matches("probe_acc", flip=True):
+        return "1 − linear-probe accuracy"
+    return "error E"
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -57,11 +78,19 @@ def run(args: argparse.Namespace) -> dict:
                 per_size[size] = fit_power_law(compute[front], error[front], relative=not args.absolute)
     out_dir = Path(args.out_dir) if args.out_dir else runs_path.parent
     stem = args.name or f"{runs_path.stem}_fit"
-    png = plot_fit(runs, fit, out_dir / f"{stem}.png", fitted_mask=mask, per_data_size=per_size)
+    label = args.error_label or describe_error(runs)
+    fitted_on = "all runs" if args.all_points else "compute frontier"
+    title = args.title or (f"{label} vs compute\n{runs_path.name}: power law fitted to the {fitted_on} "
+                           f"({int(mask.sum())} of {len(runs)} runs)")
+    png = plot_fit(runs, fit, out_dir / f"{stem}.png", fitted_mask=mask, per_data_size=per_size, title=title,
+                   error_label=label)
     result = {
         "formula": FORMULA,
         "fit": fit.to_dict(),
-        "fitted_on": "all runs" if args.all_points else "compute frontier",
+        "fitted_on": fitted_on,
+        "error_label": label,
+        "title": title,
+        "warning": fit_warning(fit),
         "fitted_runs": [int(i) for i in np.flatnonzero(mask)],
         "per_data_size": {str(k): v.to_dict() for k, v in per_size.items()},
         "runs": runs,
@@ -94,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"| {k} | {_fmt(fit[k], fit['stderr'][k])} |")
     for size, f in result["per_data_size"].items():
         print(f"data_size {size}: b = {_fmt(f['b'], f['stderr']['b'])}, c = {_fmt(f['c'], f['stderr']['c'])}")
+    if result["warning"]:
+        print(f"warning: {result['warning']}")
     print(f"wrote {result['png']} and {result['json']}")
 
 

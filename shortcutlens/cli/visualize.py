@@ -2,12 +2,15 @@
 
 From a checkpoint (its stored spec rebuilds the data, the shortcut and the lens) it writes:
 
-- ``edits.png``: input / lensed / amplified |difference| heatmap for ``num_images`` images;
-- ``mean_edit.png``: the mean |edit| over ``max_images`` images — *where* the lens works — next to the
-  shortcut's region when the run had one;
-- ``visualize.json``: mean |edit|, and for a shortcut with a region the mean edit inside it over the
-  mean outside;
-- the same pictures and scalars in TensorBoard under ``<out>/tb``.
+- ``edits.png``: labelled rows input / lensed / |edit| × k (k stated) for ``num_images`` images, with a
+  colour bar, titled with the run, pretext, shortcut and step;
+- ``mean_edit.png``: the mean |edit| over ``max_images`` images — *where* the lens works — as a heat map
+  with a colour bar, the hottest 5% of pixels boxed, next to the shortcut's region when the run had one;
+- ``visualize.json``: mean |edit|; where the edit concentrates (``concentration``: the share of the edit
+  in the hottest 5% of pixels and the box of the hottest region), which is what there is to read when
+  no region is known (an image folder); and for a shortcut with a region, the mean edit inside it over
+  the mean outside;
+- the same pictures and scalars in the run's own TensorBoard folder, ``<run>/tb``.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from shortcutlens.cli.common import CONF_DIR, clear_errors, resolve_device
+from shortcutlens.cli.common import CONF_DIR, clear_errors, hydra_errors, resolve_device
 
 
 def visualize(
@@ -38,7 +41,7 @@ def visualize(
     from shortcutlens.checkpoint import CheckpointError, load_checkpoint
     from shortcutlens.data.loader import to_float
     from shortcutlens.data.shortcuts import edit_ratio
-    from shortcutlens.visualize import edit_grid, heatmap, mean_edit_map, save_png, tile
+    from shortcutlens.visualize import edit_concentration, edit_grid, edit_map_figure, mean_edit_map, save_png
 
     device = device or torch.device("cpu")
     state = load_checkpoint(checkpoint, map_location="cpu")
@@ -50,7 +53,11 @@ def visualize(
     data = build_data(spec, seed=int(state.get("seed", 0)))
     parts = build_components(spec, in_chans=data.channels, image_size=data.image_size)
     lens = parts.lens.to(device)
-    lens.load_state_dict(state["lens"])
+    try:
+        lens.load_state_dict(state["lens"])
+    except RuntimeError as err:  # weights of another lens than the spec beside them describes
+        raise CheckpointError(f"checkpoint {checkpoint}: its lens weights do not fit the lens its spec describes "
+                              f"({[line for line in str(err).splitlines() if line.strip()][-1].strip()[:200]})") from err
     lens.eval()
     shortcut = parts.shortcut if with_shortcut else None
     run_path = Path(checkpoint)
@@ -68,25 +75,30 @@ def visualize(
             x = x.expand(-1, parts.in_chans, -1, -1)  # a colour-making shortcut's channel count
         return x
 
+    edit = getattr(lens, "edit", None) or lens.apply  # the lens's transfer-time call (renamed apply -> edit)
+    shortcut_name = (spec.get("shortcut") or {}).get("name") or "none"
+    about = (f"{run_path.resolve().name} · pretext {(spec.get('pretext') or {}).get('name', '?')} · shortcut "
+             f"{shortcut_name}{'' if with_shortcut or shortcut_name == 'none' else ' (not drawn)'} · step {int(state['step'])}")
     first = prepare(images[:num_images])
-    grid_png = save_png(edit_grid(first, lens.apply(first)), out / "edits.png")
+    grid_png = save_png(edit_grid(first, edit(first), title=f"{about} · {split} images"), out / "edits.png")
 
-    edits = torch.cat([lens.apply(x) - x for x in (prepare(chunk) for chunk in images.split(256))])
+    edits = torch.cat([edit(x) - x for x in (prepare(chunk) for chunk in images.split(256))])
     mean_map = mean_edit_map(edits)
+    concentration = edit_concentration(mean_map)
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "step": int(state["step"]), "images": int(edits.shape[0]),
                               "mean_abs_edit": edits.abs().mean().item(), "shortcut": spec.get("shortcut", {}).get("name"),
-                              "edits_png": str(grid_png)}
-    norm = (mean_map / mean_map.max().clamp_min(1e-12))[None, None]
-    panels = [heatmap(norm)]
+                              "concentration": concentration, "edits_png": str(grid_png)}
     region = parts.shortcut.region(*mean_map.shape, device=edits.device) if parts.shortcut is not None else None
     if region is not None:
         result["edit_inside_outside"] = edit_ratio(edits, region)
-        panels.append(region.expand(-1, 3, -1, -1).float().cpu())
-    result["mean_edit_png"] = str(save_png(tile([p.cpu() for p in panels], upscale=8), out / "mean_edit.png"))
+    figure = edit_map_figure(mean_map, title=f"{about}\nmean |edit| over {edits.shape[0]} {split} images",
+                             region=region, box=concentration["hot_box"])
+    result["mean_edit_png"] = str(save_png(figure, out / "mean_edit.png"))
 
     from torch.utils.tensorboard import SummaryWriter
 
-    with SummaryWriter(str(out / "tb")) as writer:
+    result["tb"] = str(run_path / "tb")
+    with SummaryWriter(result["tb"]) as writer:
         import numpy as np
         from PIL import Image
 
@@ -95,17 +107,25 @@ def visualize(
         writer.add_scalar("lens/mean_abs_edit", result["mean_abs_edit"], result["step"])
         if "edit_inside_outside" in result:
             writer.add_scalar("lens/edit_inside_outside", result["edit_inside_outside"], result["step"])
+        if concentration["top_share"] is not None:
+            writer.add_scalar("lens/edit_top5_share", concentration["top_share"], result["step"])
     (out / "visualize.json").write_text(json.dumps(result, indent=2))
     return result
 
 
+@hydra_errors("visualize")
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="visualize")
 @clear_errors
 def main(cfg: DictConfig) -> None:
+    from shortcutlens.checkpoint import inspecting_nonfinite
+    from shortcutlens.config_schema import validate_visualize
+
     c: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)
-    result = visualize(checkpoint=c["checkpoint"], out_dir=c["run_dir"], split=c["split"], num_images=c["num_images"],
-                       max_images=c["max_images"], with_shortcut=c["shortcut"], data_root=c["data"]["root"],
-                       device=resolve_device(c["device"]))
+    validate_visualize(c)  # the whole config before the checkpoint or any data is read
+    with inspecting_nonfinite(bool(c.get("allow_nonfinite", False))):  # +allow_nonfinite=true: a diverged run
+        result = visualize(checkpoint=c["checkpoint"], out_dir=c["run_dir"], split=c["split"],
+                           num_images=c["num_images"], max_images=c["max_images"], with_shortcut=c["shortcut"],
+                           data_root=c["data"]["root"], device=resolve_device(c["device"]))
     print(json.dumps(result, indent=2))
 
 
