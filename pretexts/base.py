@@ -13,8 +13,13 @@ A pretext task is an ``nn.Module`` that owns its head. The training loop calls, 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from pretexts.patch_grid import GridGeometry
 
 ADVERSARIAL_MODES = ("full", "least_likely", "random_wrong")
 
@@ -40,6 +45,25 @@ class Pretext(nn.Module):
     def embed(self, backbone: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         """Features of ``inputs``; patch tasks override this to run the shared trunk per patch."""
         return backbone(inputs)
+
+    # What the builder and the evaluators ask of a task, with the answers of a whole-image task.
+    @classmethod
+    def trunk_input_size(cls, image_size: int, **settings: Any) -> int:
+        """Side of the images the backbone sees in training, for ``image_size``-px images and a task built
+        with ``settings`` (its constructor's keyword arguments). A class method: ``build_components``
+        builds the backbone for this size before the task exists (its head needs the backbone's width).
+        Default: the whole image."""
+        return image_size
+
+    def geometry(self, image_size: int) -> GridGeometry | None:
+        """The 3×3 grid of tiles the trunk sees for ``image_size``-px images (``pretexts.patch_grid``);
+        ``None`` (the default): the trunk sees whole images."""
+        return None
+
+    def probe_backbone(self, backbone: nn.Module, image_size: int) -> nn.Module:
+        """The module a probe embeds whole ``image_size``-px images with: ``backbone`` itself by default;
+        a trunk built for a patch task's tiles is probed on the mean of its features over the grid."""
+        return backbone
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -30,8 +30,8 @@ the trunk processes each tile on its own.
 The trunk is the backbone run on ``P``-px tiles, and ``build_components`` builds it for them
 (``trunk_input_size``): a ViT's patch must divide ``P``, and an MLP-Mixer, whose token-mixing MLPs fix the
 number of patches, runs only ``P``-px inputs. The linear probe transfers the trunk as the papers do
-(``shortcutlens.eval.features.probe_backbone``): a ResNet embeds whole images, while a Mixer or ViT built
-for the tiles is probed on the mean of its features over the ``centred_patches`` grid.
+(``PatchPretext.probe_backbone``): a ResNet embeds whole images, while a Mixer or ViT built for the tiles
+is probed on the mean of its features over the ``centred_patches`` grid (``TileMeanBackbone``).
 
 Shapes: ``views`` ``(B, C, S, S) -> inputs (B, C, S, S)``; ``embed`` ``-> (B, 9, D)``; the head sees
 ``head_inputs(features, targets)`` ``(M, k·D)`` and outputs ``(M, num_classes)``.
@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from pretexts.base import Pretext
+from shortcutlens.backbones.interface import native_input_size, pool
 
 GRID = 3
 TILES = GRID * GRID
@@ -178,10 +179,25 @@ class PatchPretext(Pretext):
     def geometry(self, image_size: int) -> GridGeometry:
         return grid_geometry(image_size, grid_fraction=self.grid_fraction, jitter_fraction=self.jitter_fraction)
 
-    def trunk_input_size(self, image_size: int) -> int:
+    @classmethod
+    def trunk_input_size(cls, image_size: int, *, grid_fraction: float = GRID_FRACTION,
+                         jitter_fraction: float = JITTER_FRACTION, **settings: object) -> int:
         """Side ``P`` of the tiles the trunk sees for ``image_size``-px images (``build_components`` builds
         the backbone for it: an MLP-Mixer only runs the size it was built for)."""
-        return self.geometry(image_size).patch
+        return grid_geometry(image_size, grid_fraction=grid_fraction, jitter_fraction=jitter_fraction).patch
+
+    def probe_backbone(self, backbone: nn.Module, image_size: int) -> nn.Module:
+        """A ``TileMeanBackbone`` when ``backbone`` was built for this task's tiles of ``image_size``-px images
+        and cannot take whole ones as it was trained (a Mixer, a ViT's position table); ``backbone`` itself
+        otherwise (a ResNet, or a backbone built for the whole image), so its features are unchanged.
+
+        Relative location and jigsaw train the trunk on tiles, and the papers transfer that trunk (Doersch
+        et al., ICCV 2015; Noroozi & Favaro, ECCV 2016)."""
+        native = native_input_size(backbone)
+        geometry = self.geometry(image_size)
+        if native is not None and native[0] == (geometry.patch, geometry.patch) and geometry.patch < image_size:
+            return TileMeanBackbone(backbone, geometry)
+        return backbone
 
     def targets_for(self, batch: int, device: torch.device) -> torch.Tensor:
         raise NotImplementedError
@@ -214,3 +230,58 @@ class PatchPretext(Pretext):
         if mode == "full":
             return -self.loss(features, targets)[0]
         return super().adversarial_loss(self.head_inputs(features, targets), targets, mode)
+
+
+class TileMeanBackbone(nn.Module):
+    """A trunk trained on 3×3-grid tiles, probed on whole images: features are the mean of the trunk's
+    features over the 9 tiles of the evaluation cut (``centred_patches``: grid centred
+    in the image, each tile centred in its cell, no jitter).
+
+    Doersch, Gupta, Efros, "Unsupervised Visual Representation Learning by Context Prediction", ICCV 2015,
+    and Noroozi & Favaro, "Unsupervised Learning of Visual Representations by Solving Jigsaw Puzzles", ECCV
+    2016, transfer the trunk the pretext trained on tiles. A convolutional trunk can simply be run on the
+    whole image; an MLP-Mixer built for tiles cannot (its token-mixing MLPs fix the number of patches), and a
+    ViT's position table would have to be stretched to a grid it never saw. Running the trunk on exactly
+    the inputs it was trained on and averaging over the grid is the whole-image feature both can give.
+
+    Shapes: ``forward`` ``(B, C, S, S) -> (B, D)``; ``forward_intermediates`` returns ``(B, C_i)`` per tap
+    (each tile's tap pooled as ``pool`` does, then averaged over the tiles). Inputs already of the tile
+    size go straight to the trunk, so a pretext's ``embed`` (which cuts its own tiles) works through this
+    wrapper too.
+    """
+
+    def __init__(self, trunk: nn.Module, geometry: GridGeometry) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.geometry = geometry
+        self.num_features = trunk.num_features
+
+    @property
+    def num_intermediates(self) -> int:
+        return self.trunk.num_intermediates
+
+    def tiles(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C, S, S) -> (B·9, C, P, P)``, the evaluation cut, tiles of one image consecutive."""
+        s = self.geometry.image_size
+        if tuple(x.shape[-2:]) != (s, s):
+            p = self.geometry.patch
+            raise ValueError(
+                f"{type(self.trunk).__name__} trained on {p}x{p} tiles is probed on the 3×3 grid of tiles of "
+                f"{s}x{s} images (or on {p}x{p} tiles directly); got {x.shape[-2]}x{x.shape[-1]} inputs"
+            )
+        tiles = centred_patches(x, self.geometry)
+        return tiles.reshape(x.shape[0] * TILES, *tiles.shape[2:])
+
+    def _is_tile(self, x: torch.Tensor) -> bool:
+        return tuple(x.shape[-2:]) == (self.geometry.patch, self.geometry.patch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._is_tile(x):
+            return self.trunk(x)
+        return self.trunk(self.tiles(x)).reshape(x.shape[0], TILES, -1).mean(dim=1)
+
+    def forward_intermediates(self, x: torch.Tensor, layers=None) -> list[torch.Tensor]:
+        if self._is_tile(x):
+            return self.trunk.forward_intermediates(x, layers)
+        outs = self.trunk.forward_intermediates(self.tiles(x), layers)
+        return [pool(t).reshape(x.shape[0], TILES, -1).mean(dim=1) for t in outs]

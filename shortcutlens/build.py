@@ -97,15 +97,13 @@ def pretext_input_size(pretext: Pretext, image_size: int) -> int:
 
 
 def trunk_input_size(name: str, kwargs: dict[str, Any], image_size: int) -> int:
-    """Side of the images the backbone sees in training: the tile side of a pretext that declares
-    ``trunk_input_size`` (relative location and jigsaw run the trunk on 3×3-grid tiles), else ``image_size``.
+    """Side of the images the backbone sees in training: what the pretext registered as ``name`` declares
+    for a task built with ``kwargs`` (``Pretext.trunk_input_size``, a class method: the tile side for
+    relative location and jigsaw, which run the trunk on 3×3-grid tiles; ``image_size`` otherwise).
 
-    The pretext needs the backbone's width and the backbone this size, so a sizing copy of the pretext is
-    built on the ``meta`` device (no memory, no draws from the random stream) when its class declares it.
+    A plugin registered as a factory function rather than a ``Pretext`` class declares nothing, and its
+    trunk sees whole images.
     """
     builder = PRETEXTS.get(name)
-    if not hasattr(builder, "trunk_input_size"):
-        return image_size
-    with torch.device("meta"):
-        sizing = builder(num_features=1, **kwargs)
-    return int(sizing.trunk_input_size(image_size))
+    task = builder if isinstance(builder, type) and issubclass(builder, Pretext) else Pretext
+    return int(task.trunk_input_size(image_size, **kwargs))

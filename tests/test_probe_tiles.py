@@ -3,7 +3,7 @@
 ``build_components`` builds the backbone for the tiles (4 px for 20-px images), so an MLP-Mixer cannot
 embed whole images and a ViT's position table is laid out for tiles. As Doersch et al. (ICCV 2015) and
 Noroozi & Favaro (ECCV 2016) transfer the trunk, the probe's features are the mean of its features over
-the 3×3 grid of tiles cut without jitter (``probe_backbone``); a ResNet is probed on whole images as before.
+the 3×3 grid of tiles cut without jitter (``Pretext.probe_backbone``); a ResNet is probed on whole images as before.
 """
 
 import json
@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from pretexts import create_pretext
-from pretexts.patch_grid import cut_patches, grid_geometry
+from pretexts.patch_grid import TileMeanBackbone, cut_patches, grid_geometry
 from shortcutlens import create_backbone, create_dataset
 from shortcutlens.build import build_components, build_data
 from shortcutlens.data.loader import to_float
 from shortcutlens.eval import FeatureSource
-from shortcutlens.eval.features import TileMeanBackbone, extract_features, extract_layers, probe_backbone
+from shortcutlens.eval.features import extract_features, extract_layers, probe_backbone
 from shortcutlens.eval.shortcut_audit import pretext_accuracy
 from shortcutlens.train.config import AdversaryConfig, ProbeConfig, TrainerConfig
 from shortcutlens.train.loop import Trainer

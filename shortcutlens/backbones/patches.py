@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TypeVar
 
+from shortcutlens.backbones.interface import resolve_layer_indices
+
 R = TypeVar("R")
 
 
@@ -46,8 +48,6 @@ def block_intermediates(model, x, layers) -> list:
     """Tokens after the stem (index 0) and after each block (1..depth) of a block-stacked token model
     (``embed``, ``blocks``, ``_block``, ``norm``, ``depth``, ``num_intermediates``); the last includes the
     final LayerNorm, so it equals ``forward_features``. Stops after the deepest requested block."""
-    from shortcutlens.backbones.resnet import resolve_layer_indices
-
     indices = resolve_layer_indices(layers, model.num_intermediates)
     last = max(indices)
     outs = {0: model.embed(x)}

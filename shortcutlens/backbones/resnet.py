@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from shortcutlens.backbones import BACKBONES
+from shortcutlens.backbones.interface import resolve_layer_indices
 
 # depth -> (block type, blocks per stage)
 DEPTHS: dict[int, tuple[str, tuple[int, int, int, int]]] = {
@@ -210,23 +211,6 @@ class ResNet(nn.Module):
             x = stage(x)
             outs[i] = self.final_norm(x) if i == len(self.stages) else x
         return [outs[i] for i in indices]
-
-
-def resolve_layer_indices(layers: int | Sequence[int] | None, total: int) -> list[int]:
-    """Normalise a ``layers`` argument (None, last-n int, or index list) to sorted-as-given indices."""
-    if layers is None:
-        return list(range(total))
-    if isinstance(layers, int):
-        if not 1 <= layers <= total:
-            raise ValueError(f"layers={layers}: ask for between 1 and {total} layers")
-        return list(range(total - layers, total))
-    out = []
-    for i in layers:
-        j = i + total if i < 0 else i
-        if not 0 <= j < total:
-            raise ValueError(f"layer index {i} out of range for {total} intermediate outputs")
-        out.append(j)
-    return out
 
 
 @BACKBONES.register("resnet")

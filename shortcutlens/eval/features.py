@@ -10,8 +10,8 @@ own ``forward(x)`` (GAP or MAP), ``"layer<i>"`` is intermediate ``i`` of
 ``(B, C, H, W)`` or tokens ``(B, N, C)`` become ``(B, C)``.
 
 A trunk trained on the tiles of a patch task (relative location, jigsaw) is probed on the mean of its
-features over the task's 3×3 grid of tiles when it cannot take whole images as it was trained
-(``probe_backbone``, ``TileMeanBackbone``); see ``probe_backbone`` for why.
+features over the task's 3×3 grid of tiles when it cannot take whole images as it was trained: the task
+says so (``Pretext.probe_backbone``; ``probe_backbone`` here asks it).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pretexts.patch_grid import TILES, GridGeometry, centred_patches
+from shortcutlens.backbones.interface import native_input_size, pool
 from shortcutlens.data.base import Split
 from shortcutlens.data.loader import iterate
 
@@ -67,116 +67,23 @@ def parse_layers(layers: Sequence[int | str] | int | str | None, backbone: nn.Mo
     return names
 
 
-def pool(t: torch.Tensor) -> torch.Tensor:
-    """``(B, C, H, W)`` -> mean over space; ``(B, N, C)`` -> mean over tokens; ``(B, C)`` unchanged."""
-    if t.ndim == 4:
-        return t.mean(dim=(2, 3))
-    if t.ndim == 3:
-        return t.mean(dim=1)
-    if t.ndim == 2:
-        return t
-    raise ValueError(f"cannot pool a feature tensor of shape {tuple(t.shape)}")
-
-
-def native_input_size(backbone: nn.Module) -> tuple[tuple[int, int], bool] | None:
-    """The input side ``(H, W)`` a backbone was built for, and whether it runs *only* that size.
-
-    An MLP-Mixer declares ``img_size`` and runs nothing else (its token-mixing MLPs fix the number of
-    patches): ``((H, W), True)``. A ViT's position table is laid out for ``grid × patch_size`` pixels;
-    other sizes its patch divides are accepted with a resampled table: ``((H, W), False)``. A fully
-    convolutional backbone (ResNet) declares neither and takes any size: ``None``.
-    """
-    size = getattr(backbone, "img_size", None)
-    if size is not None:
-        return (tuple(size) if not isinstance(size, int) else (size, size)), True
-    grid, patch = getattr(backbone, "grid", None), getattr(backbone, "patch_size", None)
-    if grid is not None and isinstance(patch, int):
-        return (grid[0] * patch, grid[1] * patch), False
-    return None
-
-
-class TileMeanBackbone(nn.Module):
-    """A trunk trained on 3×3-grid tiles, probed on whole images: features are the mean of the trunk's
-    features over the 9 tiles of the evaluation cut (``pretexts.patch_grid.centred_patches``: grid centred
-    in the image, each tile centred in its cell, no jitter).
-
-    Doersch, Gupta, Efros, "Unsupervised Visual Representation Learning by Context Prediction", ICCV 2015,
-    and Noroozi & Favaro, "Unsupervised Learning of Visual Representations by Solving Jigsaw Puzzles", ECCV
-    2016, transfer the trunk the pretext trained on tiles. A convolutional trunk can simply be run on the
-    whole image; an MLP-Mixer built for tiles cannot (its token-mixing MLPs fix the number of patches), and a
-    ViT's position table would have to be stretched to a grid it never saw. Running the trunk on exactly
-    the inputs it was trained on and averaging over the grid is the whole-image feature both can give.
-
-    Shapes: ``forward`` ``(B, C, S, S) -> (B, D)``; ``forward_intermediates`` returns ``(B, C_i)`` per tap
-    (each tile's tap pooled as ``pool`` does, then averaged over the tiles). Inputs already of the tile
-    size go straight to the trunk, so a pretext's ``embed`` (which cuts its own tiles) works through this
-    wrapper too.
-    """
-
-    def __init__(self, trunk: nn.Module, geometry: GridGeometry) -> None:
-        super().__init__()
-        self.trunk = trunk
-        self.geometry = geometry
-        self.num_features = trunk.num_features
-
-    @property
-    def num_intermediates(self) -> int:
-        return self.trunk.num_intermediates
-
-    def tiles(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, S, S) -> (B·9, C, P, P)``, the evaluation cut, tiles of one image consecutive."""
-        s = self.geometry.image_size
-        if tuple(x.shape[-2:]) != (s, s):
-            p = self.geometry.patch
-            raise ValueError(
-                f"{type(self.trunk).__name__} trained on {p}x{p} tiles is probed on the 3×3 grid of tiles of "
-                f"{s}x{s} images (or on {p}x{p} tiles directly); got {x.shape[-2]}x{x.shape[-1]} inputs"
-            )
-        tiles = centred_patches(x, self.geometry)
-        return tiles.reshape(x.shape[0] * TILES, *tiles.shape[2:])
-
-    def _is_tile(self, x: torch.Tensor) -> bool:
-        return tuple(x.shape[-2:]) == (self.geometry.patch, self.geometry.patch)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._is_tile(x):
-            return self.trunk(x)
-        return self.trunk(self.tiles(x)).reshape(x.shape[0], TILES, -1).mean(dim=1)
-
-    def forward_intermediates(self, x: torch.Tensor, layers=None) -> list[torch.Tensor]:
-        if self._is_tile(x):
-            return self.trunk.forward_intermediates(x, layers)
-        outs = self.trunk.forward_intermediates(self.tiles(x), layers)
-        return [pool(t).reshape(x.shape[0], TILES, -1).mean(dim=1) for t in outs]
-
-
 def probe_backbone(backbone: nn.Module, pretext: nn.Module | None, image_size: int) -> nn.Module:
-    """The module that embeds whole ``image_size``-px images for a probe: ``backbone`` itself, or a
-    ``TileMeanBackbone`` when it was built for the tiles of a patch pretext.
-
-    Relative location and jigsaw train the trunk on the tiles of a 3×3 grid (``build_components`` builds
-    it for the tile side), and the papers transfer that trunk (Doersch et al., ICCV 2015; Noroozi &
-    Favaro, ECCV 2016). When the backbone's own input size (``native_input_size``) is smaller than the
-    image and equals the side of ``pretext``'s tiles for ``image_size``, the probe's features are the mean
-    of the backbone's features over the grid's tiles, cut as at evaluation (``centred_patches``: no
-    jitter). A fully convolutional backbone (ResNet) and one built for the whole image are returned as
-    they are, so their features are unchanged.
+    """The module that embeds whole ``image_size``-px images for a probe: what ``pretext`` says
+    (``Pretext.probe_backbone``: a trunk built for a patch task's tiles is probed on the mean of its features
+    over the 3×3 grid), else ``backbone`` itself.
 
     Raises:
-        ValueError: a backbone that runs only its own size (MLP-Mixer) that neither matches the images nor
+        ValueError: a backbone that runs only its own size (MLP-Mixer) that matches neither the images nor
             the tiles of ``pretext``.
     """
+    if pretext is not None:
+        probed = pretext.probe_backbone(backbone, image_size)
+        if probed is not backbone:
+            return probed
     native = native_input_size(backbone)
-    if native is None:
-        return backbone
-    (h, w), strict = native
-    if (h, w) == (image_size, image_size):
-        return backbone
-    geometry = pretext.geometry(image_size) if pretext is not None and hasattr(pretext, "geometry") else None
-    if geometry is not None and h == w == geometry.patch < image_size:
-        return TileMeanBackbone(backbone, geometry)
-    if not strict:
-        return backbone  # a ViT resamples its position table to the images
+    if native is None or not native[1] or native[0] == (image_size, image_size):
+        return backbone  # any size (ResNet), a ViT that resamples its position table, or built for these images
+    (h, w), geometry = native[0], pretext.geometry(image_size) if pretext is not None else None
     tiles = (f"; {type(pretext).__name__} cuts {geometry.patch}x{geometry.patch} tiles from them"
              if geometry is not None else "")
     raise ValueError(
