@@ -13,6 +13,7 @@ from shortcutlens.backbones import create_backbone, list_backbones
 from shortcutlens.data import create_dataset, list_datasets
 from shortcutlens.data.shortcuts import create_shortcut, list_shortcuts
 from shortcutlens.lens import create_lens, list_lenses
+from shortcutlens.api import load  # noqa: F401  (a trained run: backbone, lens, pretext, config)
 
 __version__ = "0.1.0"
 

@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-CONFIG_FILE = "config.json"
+from shortcutlens.api import CONFIG_FILE, recorded_config
+
 # Overrides that only extend the run or change how it is watched; "probe" and the data's location cover
 # every key below them. Everything else must match the record.
 EXTENDS = ("trainer.steps", "trainer.log_every", "trainer.ckpt_every", "trainer.image_every", "trainer.progress",
@@ -44,18 +45,6 @@ def write_config(cfg: dict[str, Any], run_dir: str | os.PathLike) -> Path:
     tmp.write_text(json.dumps(cfg, indent=2, default=str))
     tmp.replace(path)
     return path
-
-
-def recorded_config(run_dir: str | os.PathLike) -> tuple[dict[str, Any] | None, str]:
-    """The run's recorded config and the file it came from (``None`` when neither file has one)."""
-    run_dir = Path(run_dir)
-    for path, key in ((run_dir / CONFIG_FILE, None), (run_dir / "metrics.json", "config")):
-        if path.is_file():
-            data = json.loads(path.read_text())
-            cfg = data.get(key) if key else data
-            if isinstance(cfg, dict) and cfg:
-                return cfg, str(path)
-    return None, ""
 
 
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
