@@ -287,6 +287,11 @@ class Trainer:
                 if self.writer is not None:
                     for k, v in means.items():
                         self.writer.add_scalar(f"train/{k}", v, self.step)
+                    # One text line per interval in run_dir/train.log, whether or not the progress bar is on.
+                    shown = " ".join(f"{k.replace('_per_s', '/s')} {means[k]:.4g}" for k in
+                                     ("loss", "acc", "lr", "images_per_s", "edit", "edit_ratio") if k in means)
+                    with open(self.run_dir / "train.log", "a") as log:
+                        log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} step {self.step}/{self.cfg.steps} {shown}\n")
             if self.lens is not None and self.cfg.image_every and (self.step % self.cfg.image_every == 0 or self.step == self.cfg.steps):
                 self.save_edit_grid()
             if self.step % self.cfg.ckpt_every == 0 or self.step == self.cfg.steps:
@@ -432,10 +437,22 @@ class Trainer:
         tmp.write_text(json.dumps(results, indent=2, default=str))
         tmp.replace(self.run_dir / "metrics.json")
         if self.writer is not None:
-            hparams = {"steps": self.cfg.steps, "batch_size": self.cfg.batch_size, "lr": self.cfg.lr, "seed": self.seed,
-                       "lens": self.lens is not None, "mode": self.adv.mode if self.lens is not None else "none"}
-            self.writer.add_hparams(hparams, {"hparam/probe_acc": results["probe_acc"], "hparam/pretext_acc": results["pretext_acc"]},
-                                    run_name=".")
+            # What the run was (TensorBoard's HPARAMS tab compares runs on these) and what it scored.
+            part = {k: dict(self.spec.get(k) or {}) for k in ("data", "pretext", "shortcut", "backbone", "lens")}
+            size = part["backbone"].get("variant") or part["backbone"].get("depth") or ""
+            lens_spec = part["lens"] if self.lens is not None else {}
+            hparams = {"data": str(part["data"].get("name", "?")), "pretext": str(part["pretext"].get("name", "?")),
+                       "shortcut": str(part["shortcut"].get("name") or "none"),
+                       "backbone": f"{part['backbone'].get('name', '?')} {size}".strip(),
+                       "lens": self.adv.mode if self.lens is not None else "none",
+                       "lens_constraint": str(lens_spec.get("constraint", "none")),
+                       "budget": float(lens_spec.get("budget") or 0.0) if lens_spec.get("constraint") == "budget" else 0.0,
+                       "steps": self.cfg.steps, "batch_size": self.cfg.batch_size, "lr": self.cfg.lr, "seed": self.seed}
+            figures = {k: float(results[k]) for k in ("probe_acc", "probe_untrained_acc", "pretext_acc", "pretext_acc_clean",
+                                                      "pretext_acc_lensed", "edit_ratio") if isinstance(results.get(k), (int, float))}
+            for k, v in figures.items():  # the probe results as scalars too, at the final step
+                self.writer.add_scalar(f"results/{k}", v, self.step)
+            self.writer.add_hparams(hparams, {f"hparam/{k}": v for k, v in figures.items()}, run_name=".")
         dist.barrier()
         return results
 
