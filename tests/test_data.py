@@ -138,13 +138,26 @@ def test_fashion_mnist_is_found_through_the_environment_variable(no_data: Path, 
 
 def test_missing_fashion_mnist_says_where_it_looked_and_how_to_get_it(no_data: Path, tmp_path: Path) -> None:
     with pytest.raises(DataNotFoundError) as info:
-        create_dataset("fashion_mnist", root=str(no_data))
+        create_dataset("fashion_mnist")
     message = str(info.value)
-    for folder in (no_data, tmp_path / "env_data", tmp_path / "cache" / "shortcutlens", fmnist_module.DEBIAN_DIR):
+    for folder in (tmp_path / "env_data", tmp_path / "cache" / "shortcutlens", fmnist_module.DEBIAN_DIR):
         assert str(folder) in message
     assert "train-images-idx3-ubyte" in message
     assert "apt-get install dataset-fashion-mnist" in message and "data.download=true" in message
     assert isinstance(info.value, FileNotFoundError)  # callers may catch the standard type
+
+
+def test_an_explicit_root_never_falls_back(no_data: Path, tmp_path: Path) -> None:
+    write_fake_fashion_mnist(tmp_path / "env_data" / "fashion_mnist")  # found there without a root...
+    with pytest.raises(DataNotFoundError) as info:  # ...but never instead of the folder the user named
+        create_dataset("fashion_mnist", root=str(no_data))
+    message = str(info.value)
+    assert str(no_data) in message and str(tmp_path / "env_data") not in message
+    assert "data.download=true" in message
+    with pytest.raises(DataNotFoundError, match="no such folder"):
+        create_dataset("fashion_mnist", root=str(tmp_path / "absent"))
+    with pytest.raises(DataNotFoundError, match="no such folder"):
+        create_dataset("cifar10", root=str(tmp_path / "absent"))
 
 
 @pytest.mark.parametrize("damage", ["bad_magic", "truncated", "not_gzip"])

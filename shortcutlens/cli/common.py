@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,8 +31,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def clear_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the errors a user can cause (bad names, missing data, bad checkpoints) into one line on
-    stderr and exit status 2, instead of a traceback."""
+    """Turn the errors a user can cause (bad values, names, missing data, bad checkpoints, a full disk)
+    into one line on stderr and exit status 2, instead of a traceback."""
     from shortcutlens.checkpoint import CheckpointError, NonFiniteLossError
     from shortcutlens.data import DataNotFoundError
 
@@ -39,10 +41,122 @@ def clear_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except (DataNotFoundError, CheckpointError, NonFiniteLossError, ValueError, TypeError) as err:
-            print(f"error: {err}", file=sys.stderr)
+            print(f"error: {one_line(err)}", file=sys.stderr)
+            sys.exit(2)
+        except OSError as err:  # a full disk, a folder that became read-only mid-run
+            if err.filename is None:
+                raise
+            print(f"error: cannot write {err.filename} ({err.strerror or err})", file=sys.stderr)
             sys.exit(2)
 
     return wrapper
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of an error's message (every message a user sees is one line)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def hydra_errors(config_name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Make Hydra's own errors (an unknown group option or key, a malformed value or override) one line
+    in our style, with exit status 2. ``HYDRA_FULL_ERROR=1`` still shows Hydra's stack.
+
+    Goes outside ``@hydra.main``: Hydra is asked to raise (``HYDRA_FULL_ERROR=1`` for the call) instead
+    of printing its multi-line report, and the exception is rewritten here.
+    """
+
+    def decorate(app: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(app)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                return app(*args, **kwargs)
+            os.environ["HYDRA_FULL_ERROR"] = "1"
+            try:
+                return app(*args, **kwargs)
+            except Exception as err:  # noqa: BLE001 (rewritten when it is Hydra's; re-raised otherwise)
+                message = hydra_error_line(err, config_name=config_name, argv=sys.argv[1:])
+                if message is None:
+                    raise
+                print(f"error: {message}", file=sys.stderr)
+                sys.exit(2)
+            finally:
+                os.environ.pop("HYDRA_FULL_ERROR", None)
+
+        return wrapper
+
+    return decorate
+
+
+def hydra_error_line(err: BaseException, *, config_name: str, argv: list[str]) -> str | None:
+    """One line for an error Hydra or OmegaConf raised while composing the config or preparing the run
+    directory; None for anything else (a bug: its traceback should show)."""
+    from hydra.errors import HydraException, OverrideParseException
+    from omegaconf.errors import OmegaConfBaseException, ValidationError
+
+    from shortcutlens.config_schema import rule_for
+
+    text = str(err)
+    cause = err.__cause__
+    if isinstance(err, OverrideParseException):
+        bad = re.search(r"override '([^']*)'", text)
+        where = f" '{bad.group(1)}'" if bad else ""
+        return (f"cannot parse the override{where}: write key=value, lists as key=[a,b], strings with spaces in quotes "
+                f"({one_line(cause or err)})")
+    missing = re.search(r"Could not (?:find|load) '([^']+)/([^'/]+)'", text)
+    if missing:
+        group, option = missing.group(1).split("/")[-1], missing.group(2)
+        options = re.findall(r"^\s+(\S+)$", text.split("Available options", 1)[-1], re.M) if "Available options" in text \
+            else sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+        return f"{group}={option}: no such option. Valid options for {group}: {', '.join(options)}"
+    unknown = re.search(r"Could not (?:override|delete from config|append to config)[^']*'([^']+)'", text)
+    if unknown and not isinstance(cause, ValidationError):
+        key = unknown.group(1)
+        parent, _, leaf = key.rpartition(".")
+        if "Could not append" in text:
+            return f"+{key}: {key} already exists; set it without the '+' ({key}=...)"
+        keys = valid_keys(config_name, argv, key)
+        listed = f" Valid keys{f' of {parent}' if parent else ''}: {', '.join(keys)}." if keys else ""
+        return f"{key}: no such key.{listed} (+{key}=... adds a new one)"
+    merging = re.search(r"Error merging override (\S+?)=(.*)", text)
+    if merging:
+        key, value = merging.group(1).lstrip("+~"), merging.group(2).strip()
+        rule = rule_for(key)
+        if rule is not None:
+            return f"{key}={value}: must be {rule.allowed}"
+        return f"{key}={value}: {one_line(cause or err)}"
+    if isinstance(err, (HydraException, OmegaConfBaseException)):
+        detail = f" ({one_line(cause)})" if cause is not None and one_line(cause) not in text else ""
+        return one_line(err) + detail
+    if isinstance(err, OSError) and err.filename is not None:  # Hydra creating run_dir/.hydra
+        path = Path(err.filename)
+        if isinstance(err, (FileExistsError, NotADirectoryError)) or (path.exists() and not path.is_dir()):
+            return f"run_dir: {err.filename} is a file, not a folder; name a folder for the run's outputs"
+        return f"run_dir: cannot write {err.filename} ({err.strerror or err}); choose a folder you can write to"
+    return None
+
+
+def valid_keys(config_name: str, argv: list[str], key: str) -> list[str]:
+    """Keys beside the unknown ``key`` (its parent node's) in the config the other overrides compose to
+    ([] when they do not)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    parent = key.rpartition(".")[0]
+    overrides = [a for a in argv if not a.startswith("-") and "=" in a and a.split("=", 1)[0].lstrip("+~") != key]
+    try:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+            cfg = hydra_compose(config_name=config_name, overrides=overrides)
+        node: Any = cfg
+        for part in filter(None, parent.split(".")):
+            node = node[part]
+        return [str(k) for k in node.keys()]
+    except Exception:  # noqa: BLE001 (the other overrides are broken too: no list, the line still names the key)
+        return []
+    finally:
+        GlobalHydra.instance().clear()
 
 
 def register_schemas() -> None:
@@ -69,6 +183,15 @@ def compose(overrides: list[str], config_name: str = "train") -> dict[str, Any]:
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         cfg = hydra_compose(config_name=config_name, overrides=overrides)
     return OmegaConf.to_container(cfg, resolve=False)
+
+
+def hydra_choices() -> dict[str, Any]:
+    """The config-group choices Hydra made for this job (``{"data": "digits", ...}``); {} outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    return dict(HydraConfig.get().runtime.choices)
 
 
 def resolve_run(cfg: Any) -> tuple[dict[str, Any], str]:

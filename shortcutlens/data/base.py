@@ -116,14 +116,27 @@ def fit_size(images: torch.Tensor, size: int | None, mode: str = "auto") -> torc
     return torch.cat(out)
 
 
+def check_root(root: str | os.PathLike) -> Path:
+    """An explicit ``data.root``: it must be an existing folder (never a silent switch elsewhere)."""
+    path = Path(root).expanduser()
+    if not path.exists():
+        raise DataNotFoundError(f"data.root={root}: no such folder")
+    if not path.is_dir():
+        raise DataNotFoundError(f"data.root={root}: is a file, not a folder")
+    return path
+
+
 def search_dirs(root: str | os.PathLike | None, *subdirs: str) -> list[Path]:
-    """Where data sources look, in order: ``root``, ``$SHORTCUTLENS_DATA``, ``~/.cache/shortcutlens``.
+    """Where data sources look: an explicit ``root`` alone, which must exist (data found elsewhere is
+    never used instead of the folder the user named); without one, ``$SHORTCUTLENS_DATA`` then
+    ``~/.cache/shortcutlens``.
 
     Each base is tried as is and with each of ``subdirs`` appended.
     """
     bases: list[Path] = []
     if root:
-        bases.append(Path(root).expanduser())
+        base = check_root(root)
+        return [base] + [base / s for s in subdirs]
     if os.environ.get("SHORTCUTLENS_DATA"):
         bases.append(Path(os.environ["SHORTCUTLENS_DATA"]).expanduser())
     bases.append(default_cache_dir())

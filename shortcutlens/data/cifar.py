@@ -34,9 +34,10 @@ def _load(name: str, root: str | None, image_size: int | None, val_fraction: flo
     folder, train_files, test_files, label_key, classes, url, md5 = SOURCES[name]
     dirs = search_dirs(root, name)
     found = next((d / folder for d in dirs if (d / folder / train_files[0]).is_file()), None)
-    if found is None and download:
-        download_and_extract(url, default_cache_dir() / name, md5=md5)
-        found = default_cache_dir() / name / folder
+    if found is None and download:  # into the named root, never elsewhere
+        target = (Path(root).expanduser() if root else default_cache_dir()) / name
+        download_and_extract(url, target, md5=md5)
+        found = target / folder
     if found is None:
         raise DataNotFoundError(
             f"{name} not found: no {folder}/ folder in " + ", ".join(str(d) for d in dirs)

@@ -1,9 +1,10 @@
 """Fashion-MNIST (Xiao, Rasul, Vollgraf 2017): 60,000 + 10,000 grayscale 28×28 images, 10 classes.
 
-Looked up, in order, under ``root``, ``$SHORTCUTLENS_DATA``, ``~/.cache/shortcutlens`` (each also with a
-``fashion_mnist/`` or ``fashion-mnist/`` subfolder) and the Debian package ``dataset-fashion-mnist``
-(``/usr/share/datasets/fashion-mnist``). Files are the original idx files, gzipped or not.
-``download=True`` fetches them into ``~/.cache/shortcutlens/fashion_mnist`` with a checksum.
+Looked up under ``root`` alone when it is given (each folder also with a ``fashion_mnist/`` or
+``fashion-mnist/`` subfolder); otherwise, in order, under ``$SHORTCUTLENS_DATA``, ``~/.cache/shortcutlens``
+and the Debian package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``). Files are the
+original idx files, gzipped or not. ``download=True`` fetches them, with a checksum, into
+``root/fashion_mnist`` (or ``~/.cache/shortcutlens/fashion_mnist`` without a root).
 Images are zero-padded to 32 px by default, the setting of the lens experiments in DESIGN.md.
 """
 
@@ -66,18 +67,22 @@ def fashion_mnist(
     seed: int = 0,
     download: bool = False,
 ) -> ImageData:
-    dirs = search_dirs(root, "fashion_mnist", "fashion-mnist") + [DEBIAN_DIR]
+    # An explicit root is the only place looked at: never data found elsewhere instead of the named folder.
+    dirs = search_dirs(root, "fashion_mnist", "fashion-mnist") + ([] if root else [DEBIAN_DIR])
     paths = {stem: find_file(dirs, stem) for stem in FILES}
     if any(p is None for p in paths.values()) and download:
-        target = default_cache_dir() / "fashion_mnist"
+        target = (Path(root).expanduser() if root else default_cache_dir()) / "fashion_mnist"
         for stem, sha in FILES.items():
             if paths[stem] is None:
                 paths[stem] = fetch(URL + stem + ".gz", target / (stem + ".gz"), sha256=sha, gunzip_checksum=True)
     missing = [stem for stem, p in paths.items() if p is None]
     if missing:
+        how = HOW_TO_GET if not root else (f"Put the four idx files (train-images-idx3-ubyte[.gz], ...) in {root}, "
+                                           "pass data.download=true to fetch them there, or drop data.root to use "
+                                           "$SHORTCUTLENS_DATA, ~/.cache/shortcutlens or `apt-get install dataset-fashion-mnist`.")
         raise DataNotFoundError(
             f"Fashion-MNIST not found: missing {', '.join(missing)}. Looked in: "
-            + ", ".join(str(d) for d in dirs) + ". " + HOW_TO_GET
+            + ", ".join(str(d) for d in dirs) + ". " + how
         )
     arrays = {}
     for stem, path in paths.items():
@@ -85,6 +90,13 @@ def fashion_mnist(
             arrays[stem] = read_idx(path)
         except (OSError, EOFError, ValueError) as err:  # name the file: gzip's own errors do not
             raise DataNotFoundError(f"Fashion-MNIST file {path} is unreadable ({err}). {HOW_TO_GET}") from err
+
+    for prefix in ("train", "t10k"):
+        images, labels = (paths[f"{prefix}-{kind}-idx{d}-ubyte"] for kind, d in (("images", 3), ("labels", 1)))
+        n_images, n_labels = len(arrays[f"{prefix}-images-idx3-ubyte"]), len(arrays[f"{prefix}-labels-idx1-ubyte"])
+        if arrays[f"{prefix}-images-idx3-ubyte"].ndim != 3 or n_images != n_labels:
+            raise DataNotFoundError(f"Fashion-MNIST files {images} and {labels} do not match ({n_images} images of shape "
+                                    f"{arrays[f'{prefix}-images-idx3-ubyte'].shape[1:]}, {n_labels} labels). {HOW_TO_GET}")
 
     def split(prefix: str) -> Split:
         x = torch.from_numpy(arrays[f"{prefix}-images-idx3-ubyte"].copy()).unsqueeze(1)

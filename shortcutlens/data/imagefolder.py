@@ -31,6 +31,7 @@ def _read_classes(folder: Path, classes: list[str], image_size: int, grayscale: 
 
     xs, ys = [], []
     for label, cls in enumerate(classes):
+        before = len(xs)
         for path in sorted((folder / cls).iterdir()) if (folder / cls).is_dir() else []:
             if path.suffix.lower() not in EXTENSIONS:
                 continue
@@ -38,10 +39,14 @@ def _read_classes(folder: Path, classes: list[str], image_size: int, grayscale: 
                 with Image.open(path) as im:
                     im = im.convert("L" if grayscale else "RGB").resize((image_size, image_size), Image.BILINEAR)
                     arr = np.asarray(im, dtype=np.uint8)
-            except OSError as err:
-                raise DataNotFoundError(f"imagefolder: cannot read {path} ({err})") from err
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:  # PIL's ways of failing
+                raise DataNotFoundError(f"imagefolder: cannot read {path} as an image ({str(err).splitlines()[0] if str(err) else type(err).__name__}); "
+                                        "remove or replace the file") from err
             xs.append(arr[None] if grayscale else arr.transpose(2, 0, 1))
             ys.append(label)
+        if len(xs) == before and (folder / cls).is_dir():  # an empty class would shift every label after it
+            raise DataNotFoundError(f"imagefolder: no images under the class folder {folder / cls} (extensions "
+                                    f"{', '.join(sorted(EXTENSIONS))}); add images or remove the folder")
     if not xs:
         raise DataNotFoundError(f"imagefolder: no images under {folder}/<class>/ (extensions {sorted(EXTENSIONS)})")
     return Split(torch.from_numpy(np.stack(xs)), torch.tensor(ys, dtype=torch.long))

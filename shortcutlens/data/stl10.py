@@ -40,9 +40,10 @@ def stl10(
 ) -> ImageData:
     dirs = search_dirs(root, "stl10")
     found = next((d / "stl10_binary" for d in dirs if (d / "stl10_binary" / "train_X.bin").is_file()), None)
-    if found is None and download:
-        download_and_extract(URL, default_cache_dir() / "stl10", md5=MD5)
-        found = default_cache_dir() / "stl10" / "stl10_binary"
+    if found is None and download:  # into the named root, never elsewhere
+        target = (Path(root).expanduser() if root else default_cache_dir()) / "stl10"
+        download_and_extract(URL, target, md5=MD5)
+        found = target / "stl10_binary"
     if found is None:
         raise DataNotFoundError(
             "stl10 not found: no stl10_binary/ folder in " + ", ".join(str(d) for d in dirs)
