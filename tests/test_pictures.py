@@ -36,7 +36,7 @@ def test_edit_grid_keeps_the_images_and_adds_labels_and_a_colour_bar() -> None:
     body = tile([images.expand(-1, 3, -1, -1), lensed.expand(-1, 3, -1, -1), heatmap(diff)], upscale=4)
     at = find(grid, body)
     assert at is not None
-    y, x = at
+    _, x = at
     assert x >= 20  # a label column on the left
     # The colour bar right of the images: the column with the most distinct shades, white at the top
     # (full scale) falling steadily to black (no edit).

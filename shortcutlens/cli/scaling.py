@@ -26,7 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
-from shortcutlens.scaling import FORMULA, PARAMS, fit_power_law, fit_warning, load_runs, pareto_frontier, plot_fit
+from shortcutlens.scaling import (
+    FORMULA,
+    PARAMS,
+    fit_power_law,
+    fit_warning,
+    load_runs,
+    pareto_frontier,
+    plot_fit,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

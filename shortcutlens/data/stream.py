@@ -74,7 +74,7 @@ class LazyImages:
         """What the split would take in memory decoded."""
         return int(np.prod(self.shape))
 
-    def take(self, index: torch.Tensor | Sequence[int]) -> "LazyImages":
+    def take(self, index: torch.Tensor | Sequence[int]) -> LazyImages:
         """A lazy subset (nothing decoded)."""
         idx = torch.as_tensor(index, dtype=torch.long).numpy()
         return LazyImages(self.paths[idx], image_size=self.image_size, grayscale=self.grayscale)
@@ -115,7 +115,7 @@ class StreamSplit(Split):
         if self.labels.shape != (len(self.images),):
             raise ValueError(f"labels shape {tuple(self.labels.shape)} does not match {len(self.images)} images")
 
-    def subset(self, index: torch.Tensor) -> "StreamSplit":
+    def subset(self, index: torch.Tensor) -> StreamSplit:
         return StreamSplit(self.images.take(index), self.labels[index], workers=self.workers)
 
 
