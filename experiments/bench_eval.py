@@ -1,5 +1,5 @@
-"""Benchmark of the evaluation suite's two solvers on realistic feature sizes (DESIGN.md: measured, not
-assumed).
+"""Benchmark of the evaluation suite's two solvers on realistic feature sizes (measured, not
+assumed: docs/architecture.md).
 
 1. Few-shot ridge (big_vision's closed form, ``shortcutlens.eval.fewshot``) on 50,000 × 768 training
    features, 10 classes, k ∈ {1, 5, 10, 25} × 3 seeds, scored on 10,000 test features. Target: < 2 s

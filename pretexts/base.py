@@ -1,4 +1,4 @@
-"""The pretext-task interface (DESIGN.md, "Pretext interface").
+"""The pretext-task interface (docs/architecture.md, "Contracts").
 
 A pretext task is an ``nn.Module`` that owns its head. The training loop calls, per step::
 
@@ -76,7 +76,7 @@ class Pretext(nn.Module):
         return loss, {"loss": loss.detach(), "acc": acc.detach()}
 
     def adversarial_loss(self, features: torch.Tensor, targets: torch.Tensor, mode: str) -> torch.Tensor:
-        """What the lens *minimises* (Minderer et al. 2020, Sec. 3; DESIGN.md):
+        """What the lens *minimises* (Minderer et al. 2020, Sec. 3; docs/architecture.md):
 
         - ``full``: the negated pretext loss;
         - ``least_likely``: cross-entropy towards ``argmin_y p(y | F(x'))`` per example;

@@ -8,8 +8,8 @@ input. Two ways to hold it close (``constraint``):
 - ``penalty`` (the paper): the training loop adds ``λ·mean((x − x')²)`` to the lens's loss;
 - ``budget`` (the idea of Viewmaker networks, Tamkin et al., ICLR 2021): the residual is projected
   onto an L1 ball, ``r ← r · min(1, budget / mean|r|)`` per image, so the lens can never spend more than
-  ``budget`` of mean absolute edit and must *choose* where to spend it. DESIGN.md reports that this
-  focused the lens on the shortcut where the penalty did not.
+  ``budget`` of mean absolute edit and must *choose* where to spend it. The measured lead in
+  docs/architecture.md: this focused the lens on the shortcut where the penalty did not.
 
 The final 1×1 convolution starts at zero, so an untrained lens is exactly the identity.
 Depth adapts to the image: ``levels = min(max_levels, log2(size / 4))`` downsamplings (≥ 1 for 8 px).

@@ -5,7 +5,7 @@ Looked up under ``root`` alone when it is given (each folder also with a ``fashi
 and the Debian package ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``). Files are the
 original idx files, gzipped or not. ``download=True`` fetches them, with a checksum, into
 ``root/fashion_mnist`` (or ``~/.cache/shortcutlens/fashion_mnist`` without a root).
-Images are zero-padded to 32 px by default, the setting of the lens experiments in DESIGN.md.
+Images are zero-padded to 32 px by default, the setting of the lens experiments in docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ class TrainerConfig:
 
 @dataclass
 class AdversaryConfig:
-    """How the lens plays against the feature extractor (Minderer et al. 2020; DESIGN.md)."""
+    """How the lens plays against the feature extractor (Minderer et al. 2020; docs/architecture.md)."""
 
     mode: str = "least_likely"      # full | least_likely | random_wrong
     rec_weight: float = 0.0         # λ of the reconstruction penalty λ·mean((x − x')²); 0 with a budget

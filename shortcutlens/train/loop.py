@@ -1,6 +1,6 @@
 """The training loop: one pretext task, an optional lens, read top to bottom.
 
-Per step (Minderer et al. 2020 for the lens; DESIGN.md for the data flow)::
+Per step (Minderer et al. 2020 for the lens; docs/architecture.md for the data flow)::
 
     x  = batch(step)                          uint8 -> float on the device
     x  = shortcut(x); x = augment(x)          benchmarks only / kornia on the device

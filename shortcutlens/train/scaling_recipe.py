@@ -4,7 +4,7 @@ Zhai, Kolesnikov, Houlsby, Beyer, "Scaling Vision Transformers", CVPR 2022, §3.
 weight decay on the final prediction layer (the *head*) much stronger than on the rest of the
 network (the *body*) barely changes upstream accuracy but markedly improves few-shot transfer of
 the body's representation. Here the body is the backbone and the head is whatever the pretext task
-owns (DESIGN.md: heads belong to pretext tasks).
+owns (docs/architecture.md: heads belong to pretext tasks).
 
 Decay follows the ``AdamW``/``ScalingAdafactor`` convention ``W ← W·(1 − lr·wd)``, the convention of
 torch optimizers; big_vision multiplies its ``wd`` by the schedule but not by the base rate, so its
