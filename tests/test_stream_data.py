@@ -16,7 +16,7 @@ import torch
 from shortcutlens.data import DataNotFoundError, create_dataset
 from shortcutlens.data.imagefolder import should_stream
 from shortcutlens.data.loader import BatchLoader, iterate
-from shortcutlens.data.stream import StreamSplit
+from shortcutlens.data.stream import LazyImages, StreamSplit, concat_streamed
 
 CLASSES, PER_CLASS, SIZE = 3, 16, 8
 DECODED_BYTES = CLASSES * PER_CLASS * 3 * SIZE * SIZE  # 9,216 bytes
@@ -114,6 +114,20 @@ def test_feature_extraction_streams_a_split_in_order(streamed, in_memory) -> Non
     assert [b[0].shape[0] for b in batches] == [5, 5, 2]
     assert torch.equal(torch.cat([b[0] for b in batches]), in_memory.test.images.float() / 255)
     assert torch.equal(torch.cat([b[1] for b in batches]), in_memory.test.labels)
+
+
+def test_train_and_val_concatenate_lazily_and_a_fingerprint_tracks_the_files(folder: Path) -> None:
+    data = create_dataset("imagefolder", root=str(folder), image_size=SIZE, val_fraction=0.2, test_fraction=0.25,
+                          stream="true", workers=0)
+    both = concat_streamed(data.train, data.val)
+    assert isinstance(both, StreamSplit) and len(both) == len(data.train) + len(data.val)
+    assert torch.equal(both.images[len(data.train):], data.val.images[:])
+    assert torch.equal(both.labels, torch.cat([data.train.labels, data.val.labels]))
+    key = data.train.images.fingerprint()
+    assert key == create_dataset("imagefolder", root=str(folder), image_size=SIZE, val_fraction=0.2, test_fraction=0.25,
+                                 stream="true").train.images.fingerprint()
+    assert key != data.val.images.fingerprint()
+    assert key != LazyImages(data.train.images.paths, image_size=SIZE * 2, grayscale=False).fingerprint()
 
 
 def test_a_corrupt_file_in_a_streamed_folder_is_one_line_naming_it(tmp_path: Path) -> None:

@@ -79,6 +79,18 @@ class LazyImages:
         idx = torch.as_tensor(index, dtype=torch.long).numpy()
         return LazyImages(self.paths[idx], image_size=self.image_size, grayscale=self.grayscale)
 
+    def fingerprint(self) -> str:
+        """SHA-1 over the decoding settings and each file's path, size and modification time: what a
+        feature cache keys a streamed split by (hashing the pixels would mean decoding every file)."""
+        import hashlib
+        import os
+
+        h = hashlib.sha1(f"{self.image_size}|{self.grayscale}|{len(self)}".encode())
+        for path in self.paths:
+            st = os.stat(path)
+            h.update(f"{path}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
+
     def decode_one(self, i: int) -> np.ndarray:
         return decode(self.paths[i], image_size=self.image_size, grayscale=self.grayscale)
 
@@ -121,6 +133,16 @@ class StreamSplit(Split):
 
 def is_streamed(split: Split) -> bool:
     return isinstance(split, StreamSplit)
+
+
+def concat_streamed(first: StreamSplit, *more: StreamSplit) -> StreamSplit:
+    """Streamed splits one after the other (``train`` ∪ ``val``), nothing decoded."""
+    parts = (first, *more)
+    if len({(p.images.image_size, p.images.grayscale) for p in parts}) != 1:
+        raise ValueError("cannot concatenate streamed splits decoded at different sizes or channel counts")
+    images = LazyImages(np.concatenate([p.images.paths for p in parts]), image_size=first.images.image_size,
+                        grayscale=first.images.grayscale)
+    return StreamSplit(images, torch.cat([p.labels for p in parts]), workers=first.workers)
 
 
 class _Files(Dataset):
