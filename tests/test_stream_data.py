@@ -91,6 +91,7 @@ def test_streamed_batches_equal_the_in_memory_ones_and_cover_every_image(streame
         if step < stream.steps_per_epoch:
             seen += ids(x)
     assert len(seen) == n and len(set(seen)) == n
+    assert len(stream.stream._cache) <= stream.stream.CACHE  # decoded batches held: a few, not the epoch
     assert set(seen) == set(ids(in_memory.train.images[:]))
 
 
