@@ -23,7 +23,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from shortcutlens.cli.common import CONF_DIR, clear_errors, resolve_device, resolve_run
+from shortcutlens.cli.common import CONF_DIR, clear_errors, hydra_choices, hydra_errors, resolve_device, resolve_run
 
 SHARED_KEYS = ("layers", "which")
 
@@ -73,9 +73,13 @@ def run(cfg: dict[str, Any], run_dir: str) -> dict[str, Any]:
     import torch
     from torch.utils.tensorboard import SummaryWriter
 
+    from shortcutlens.checkpoint import inspecting_nonfinite
+    from shortcutlens.config_schema import validate_probe
     from shortcutlens.data.base import default_cache_dir
     from shortcutlens.eval import FeatureSource, create_evaluator
 
+    # The whole config before any data or checkpoint is read; data=/shortcut= must name a config.
+    validate_probe(cfg, run_dir=run_dir, choices=hydra_choices(), conf_dir=CONF_DIR)
     if cfg.get("debug"):
         apply_debug(cfg)
     out_dir = Path(run_dir)
@@ -88,9 +92,10 @@ def run(cfg: dict[str, Any], run_dir: str) -> dict[str, Any]:
     if cfg["cache"]:
         cache_dir = Path(cfg["cache_dir"]).expanduser() if cfg.get("cache_dir") else default_cache_dir() / "features"
     torch.manual_seed(cfg["seed"])
-    source = FeatureSource.from_checkpoint(
-        cfg["checkpoint"], data=cfg.get("data"), shortcut=cfg.get("shortcut"), device=device, amp=amp,
-        batch_size=cfg["batch_size"], cache_dir=cache_dir, progress=cfg["progress"], seed=cfg["seed"])
+    with inspecting_nonfinite(bool(cfg.get("allow_nonfinite", False))):  # +allow_nonfinite=true: a diverged run
+        source = FeatureSource.from_checkpoint(
+            cfg["checkpoint"], data=cfg.get("data"), shortcut=cfg.get("shortcut"), device=device, amp=amp,
+            batch_size=cfg["batch_size"], cache_dir=cache_dir, progress=cfg["progress"], seed=cfg["seed"])
     print(source.data.summary())
     previous = {}
     if cfg.get("resume") and (out_dir / "probe.json").is_file():
@@ -145,6 +150,7 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
 register_defaults()
 
 
+@hydra_errors("probe_app")
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="probe_app")
 @clear_errors
 def main(cfg: DictConfig) -> None:

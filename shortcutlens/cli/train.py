@@ -10,7 +10,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from shortcutlens.cli.common import CONF_DIR, clear_errors, register_schemas, resolve_device, resolve_run
+from shortcutlens.cli.common import CONF_DIR, clear_errors, hydra_errors, register_schemas, resolve_device, resolve_run
 from shortcutlens.cli.resume import resume_from_hydra, write_config
 
 register_schemas()
@@ -41,8 +41,10 @@ def run(cfg: dict[str, Any], run_dir: str) -> dict[str, Any]:
     from shortcutlens import distributed as dist
     from shortcutlens.build import build_components, build_data
     from shortcutlens.train.config import AdversaryConfig, ProbeConfig, TrainerConfig
+    from shortcutlens.config_schema import check_data_fits, validate_train
     from shortcutlens.train.loop import Trainer
 
+    validate_train(cfg, run_dir=run_dir)  # before any data is read or process group started
     if cfg.get("debug"):
         apply_debug(cfg)
     device = resolve_device(cfg["device"])
@@ -54,6 +56,7 @@ def run(cfg: dict[str, Any], run_dir: str) -> dict[str, Any]:
 
     torch.manual_seed(cfg["seed"])  # model initialisation
     data = build_data(spec, seed=cfg["seed"])
+    check_data_fits(cfg, data, world_size=dist.world_size())
     parts = build_components(spec, in_chans=data.channels, image_size=data.image_size)
     trainer = Trainer(
         backbone=parts.backbone, pretext=parts.pretext, lens=parts.lens, shortcut=parts.shortcut, data=data,
@@ -73,6 +76,7 @@ def run(cfg: dict[str, Any], run_dir: str) -> dict[str, Any]:
     return results
 
 
+@hydra_errors("train")
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="train")
 @clear_errors
 def main(cfg: DictConfig) -> None:

@@ -6,13 +6,10 @@ Per step (Minderer et al. 2020 for the lens; docs/architecture.md for the data f
     x  = shortcut(x); x = augment(x)          benchmarks only / kornia on the device
     v, t = pretext.views(x)                   what the feature extractor sees
     v' = lens(v)                              the lens edits exactly those pixels
-    F minimises pretext.loss(F(v'), t)        the lens minimises pretext.adversarial_loss(...) + λ·rec
+    F minimises pretext.loss(F(v'), t)        the lens minimises its objective's loss + λ·rec
 
-``full`` mode shares one forward and backward pass: a gradient-reversal layer between lens and
-backbone hands the lens the negated pretext gradient. ``least_likely``/``random_wrong`` also share the
-forward pass, then take two gradients: the backbone sees the lensed images as a detached leaf, the
-adversarial loss's gradient with respect to that leaf is taken first and handed to the lens, then the
-pretext loss's backward fills the feature extractor's gradients.
+The lens's side of the step — its objective (``lens.mode``), how its gradient reaches it, the raw batch —
+is ``shortcutlens.adversary``'s: ``train_step`` calls ``objective.play`` once.
 
 Under torchrun the backbone and the pretext head are one module (``Player``) wrapped in one
 ``DistributedDataParallel`` — or sharded with FSDP2 (``trainer.strategy=fsdp``) — and the lens in its
@@ -28,9 +25,10 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,19 +38,26 @@ from tqdm.auto import tqdm
 
 from pretexts import Pretext
 from shortcutlens import distributed as dist
-from shortcutlens.checkpoint import NonFiniteLossError, load_checkpoint, save_checkpoint, unwrap
+from shortcutlens.checkpoint import (CheckpointError, NonFiniteLossError, find_nonfinite, load_checkpoint,
+                                     remove_stale_temporaries, save_checkpoint, unwrap)
 from shortcutlens.data import ImageData
 from shortcutlens.data.augment import build_augment
 from shortcutlens.data.loader import BatchLoader, to_float
-from shortcutlens.data.shortcuts import Shortcut, edit_ratio, shortcut_views, stamp
-from shortcutlens.eval.features import extract_features, probe_backbone
-from shortcutlens.eval.linear import linear_probe
+from shortcutlens.data.shortcuts import Shortcut, shortcut_views, stamp
+from shortcutlens.eval import FeatureSource
+from shortcutlens.eval.base import evaluating
+from shortcutlens.eval.features import probe_backbone
+from shortcutlens.eval.lens_edit import edit_summary, head_scorer, lens_edits, pretext_accuracy
+from shortcutlens.eval.linear import LinearEvaluator
 from shortcutlens.flops import flop_counter, training_compute
-from shortcutlens.lens import reverse_gradient
+from shortcutlens.adversary import Objective, create_objective
 from shortcutlens.train.config import AdversaryConfig, ProbeConfig, TrainerConfig
 from shortcutlens.train.optim import build_optimizer, lr_at, param_groups, set_lr
 from shortcutlens.train.scaling_recipe import head_body_param_groups
 from shortcutlens.visualize import edit_grid, save_png
+
+
+log = logging.getLogger(__name__)
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -66,9 +71,9 @@ class Player(nn.Module):
     outside its wrapper's forward would never have its gradient synchronised, and FSDP would find its
     weights still sharded).
 
-    ``forward(inputs, targets, n, adv_mode)`` -> ``(loss, adv_loss | None, metrics)``: the pretext loss on
-    ``inputs[:n]`` plus, when ``inputs`` is longer, the same loss on the raw copies ``inputs[n:]``
-    (``feed_raw``); ``adv_mode`` adds the lens's adversarial loss on ``inputs[:n]``.
+    ``forward(inputs, targets, n, objective)`` -> ``(loss, adv_loss | None, metrics)``: the pretext loss on
+    ``inputs[:n]``, or, when ``inputs`` is longer (``feed_raw``: the raw copies ``inputs[n:]``), the mean of
+    that loss and the same loss on the raw copies; ``objective`` adds the lens's loss on ``inputs[:n]``.
     """
 
     def __init__(self, backbone: nn.Module, pretext: Pretext) -> None:
@@ -76,15 +81,15 @@ class Player(nn.Module):
         self.backbone, self.pretext = backbone, pretext
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor, n: int | None = None,
-                adv_mode: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+                objective: Objective | None = None) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
         n = inputs.shape[0] if n is None else n
         features = self.pretext.embed(self.backbone, inputs)
         loss, metrics = self.pretext.loss(features[:n], targets)
-        if features.shape[0] > n:
+        if features.shape[0] > n:  # one batch of 2n images: the mean loss, so the step is no larger than without
             raw_loss, raw_metrics = self.pretext.loss(features[n:], targets)
-            loss = loss + raw_loss
+            loss = (loss + raw_loss) / 2
             metrics["acc_raw"] = raw_metrics["acc"]
-        adv_loss = self.pretext.adversarial_loss(features[:n], targets, adv_mode) if adv_mode else None
+        adv_loss = objective.lens_loss(self.pretext, features[:n], targets) if objective is not None else None
         return loss, adv_loss, metrics
 
 
@@ -133,11 +138,11 @@ class Trainer:
         self.data, self.shortcut = data, shortcut
         self.rank, self.world = dist.rank(), dist.world_size()
         self.amp = resolve_amp(trainer.amp, device)
-        if lens is not None and adversary.mode != "full" and not pretext.classification:
-            raise ValueError(
-                f"lens mode '{adversary.mode}' needs a classification pretext; {type(pretext).__name__} is not one. "
-                "Use lens.mode=full."
-            )
+        self.objective = (create_objective(adversary.mode, pretext=pretext, rec_weight=adversary.rec_weight,
+                                           reverse_scale=adversary.reverse_scale, feed_raw=adversary.feed_raw)
+                          if lens is not None else None)
+        if self.objective is not None:  # lens.mode=auto resolved: metrics.json and TensorBoard name the objective
+            self.adv = replace(adversary, mode=self.objective.name)
 
         if trainer.strategy not in dist.STRATEGIES:
             raise ValueError(f"Unknown strategy '{trainer.strategy}'. Valid strategies: {', '.join(dist.STRATEGIES)}")
@@ -176,6 +181,7 @@ class Trainer:
                                   rank=self.rank, world_size=self.world)
         self.step = 0
         self.extra_state: dict[str, Any] = {}
+        self.log_window: dict[str, list[torch.Tensor]] = {}  # per-step metrics since the last log step
         self.writer = None
 
     # ------------------------------------------------------------------ one step
@@ -192,39 +198,13 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.lens_optimizer is not None:
             self.lens_optimizer.zero_grad(set_to_none=True)
-        targeted = self.lens is not None and self.adv.mode != "full"
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            if self.lens is None:
+        if self.objective is None:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 loss, _, metrics = self.train_player(inputs, targets)
-                total = loss
-            else:
-                lensed = self.train_lens(inputs)
-                rec = (lensed.float() - inputs.float()).pow(2).mean()
-                n = inputs.shape[0]
-                if targeted:
-                    # A leaf: the adversarial gradient stops here and is handed to the lens below.
-                    seen = leaf = lensed.detach().requires_grad_()
-                else:
-                    # One pass for both players: identity forward, negated gradient into the lens.
-                    seen = reverse_gradient(lensed, self.adv.reverse_scale)
-                if self.adv.feed_raw:
-                    seen = torch.cat([seen, inputs])
-                loss, adv_loss, metrics = self.train_player(seen, targets, n, self.adv.mode if targeted else None)
-                metrics["rec"] = rec.detach()
-                metrics["edit"] = (lensed.detach() - inputs).abs().mean()
-                if targeted:
-                    metrics["adv_loss"] = (adv_loss + self.adv.rec_weight * rec).detach()
-                else:
-                    total = loss + self.adv.rec_weight * rec
-        if not targeted:
-            total.backward()
-        else:
-            # ∂adv/∂x' first: the pretext backward below frees the graph (and FSDP's gathered weights).
-            # (backward(inputs=...) rather than autograd.grad: the FLOP counter's module hooks reject the latter.)
-            adv_loss.backward(inputs=[leaf], retain_graph=True)
-            grad_seen, leaf.grad = leaf.grad, None
             loss.backward()
-            ((lensed * grad_seen).sum() + self.adv.rec_weight * rec).backward()
+        else:  # the lens's side: forward passes and every backward pass (shortcutlens.adversary)
+            metrics = self.objective.play(player=self.train_player, lens=self.train_lens, inputs=inputs,
+                                          targets=targets, amp=self.amp)
         if self.cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model_params, self.cfg.grad_clip)
         self.optimizer.step()
@@ -244,6 +224,11 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         ckpt_path = self.run_dir / "checkpoints" / "latest.pt"
+        if self.rank == 0:  # one training process per run directory; then what a kill left behind can go
+            from shortcutlens.run_lock import RunLock
+
+            self.run_lock = RunLock(self.run_dir).acquire()
+            remove_stale_temporaries(ckpt_path.parent)
         if dist.broadcast_object(self.resume and ckpt_path.is_file()):  # rank 0 decides, every rank loads
             self.load(ckpt_path)
         elif self.probe_cfg.untrained and self.rank == 0:
@@ -256,7 +241,7 @@ class Trainer:
             self.writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step)
         bar = tqdm(total=self.cfg.steps, initial=self.step, desc="train", disable=not (self.cfg.progress and self.rank == 0),
                    dynamic_ncols=True)
-        window: dict[str, list[torch.Tensor]] = {}
+        window = self.log_window  # restored by load(): a resumed run's means cover the same steps
         last_log, last_step = time.perf_counter(), self.step
         images_per_step = self.cfg.batch_size * self.world
         self.player.train()
@@ -302,34 +287,30 @@ class Trainer:
         results = self.finish()
         if self.writer is not None:
             self.writer.close()
+        if getattr(self, "run_lock", None) is not None:
+            self.run_lock.release()
         return results
 
     # ------------------------------------------------------------------ lens diagnostics
     @torch.no_grad()
     def lens_diagnostics(self, player: Player | None = None) -> dict[str, float]:
-        """Edit inside/outside the shortcut's region, on upright shortcut-bearing training images.
+        """The ``lens_edit`` measurements on 64 upright shortcut-bearing images of the current training batch:
+        ``edit_ratio`` (edit inside/outside the shortcut's region) and ``eval_acc_raw``/``eval_acc_lensed``
+        (pretext accuracy on the same views, made as in training, without and through the lens; eval mode).
 
         Rank 0 alone, on the plain modules (or the given ``player``); under FSDP, during training, every
         rank runs it (the sharded forward is a collective) and rank 0 keeps the numbers."""
         if self.lens is None or (self.rank != 0 and not (self.fsdp and player is None)):
             return {}
-        player = player or self.player
-        x, _ = self.loader.batch(self.step)
-        x = stamp(self.shortcut, to_float(x[:64]))
-        lens = unwrap(self.lens)
-        out: dict[str, float] = {}
-        edit = lens.edit(x) - x
-        region = self.shortcut.region(x.shape[-2], x.shape[-1], x.device) if self.shortcut is not None else None
-        if region is not None:
-            out["edit_ratio"] = edit_ratio(edit, region)
-        # Pretext accuracy on raw and on lensed views of the same images (eval mode): how much of the
-        # task the lens has taken away, and how much the raw images still give away.
-        player.eval()
-        inputs, targets = self.make_views(to_float(self.loader.batch(self.step)[0][:64]), pretext=player.pretext)
-        for name, seen in (("eval_acc_raw", inputs), ("eval_acc_lensed", lens.edit(inputs))):
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                out[name] = player(seen, targets)[2]["acc"].item()
-        player.train()
+        player, lens = player or self.player, unwrap(self.lens)
+        x = to_float(self.loader.batch(self.step)[0][:64])
+        region = self.shortcut.region(*x.shape[-2:], x.device) if self.shortcut is not None else None
+        out = {k: v for k, v in edit_summary(lens_edits(lens, stamp(self.shortcut, x)), region).items() if k == "edit_ratio"}
+        with evaluating(player):  # the views too are made in eval mode, as pretext_accuracy makes them
+            views = [self.make_views(x, pretext=player.pretext)]
+            out["eval_acc_raw"], out["eval_acc_lensed"] = pretext_accuracy(
+                lambda inputs, targets: player(inputs, targets)[2]["acc"], views, lenses=(None, lens), amp=self.amp,
+                device_type=self.device.type)
         return out
 
     def save_edit_grid(self) -> None:
@@ -353,58 +334,38 @@ class Trainer:
         return self.player
 
     def run_probe(self, *, desc: str = "probe") -> dict[str, Any]:
-        player = self.eval_player()
+        """The ``linear`` evaluator on this run's modules: clean ``data.train`` images (``probe.max_train`` of
+        them, seed 0) replicated to the shortcut's channels, scored on ``data.test``; L2 fixed, or chosen
+        from ``probe.l2_grid`` on ``data.val`` and refit on train + val. A trunk trained on a patch task's
+        tiles is probed on the mean of its features over the 3×3 grid (``Pretext.probe_backbone``)."""
+        player, cfg, start = self.eval_player(), self.probe_cfg, time.perf_counter()
         lens = unwrap(self.lens) if self.lens is not None else None
-        # A trunk trained on a patch task's tiles embeds whole images as the mean over the 3×3 grid (a
-        # ResNet, or a backbone built for the whole image, is probed as it is).
-        backbone = probe_backbone(player.backbone, player.pretext, self.data.train.images.shape[-1])
         which = self.probe_cfg.features if lens is not None else "raw"
-        kw = {"device": self.device, "batch_size": self.probe_cfg.batch_size, "lens": lens, "which": which,
-              "amp": self.amp, "progress": self.cfg.progress}
-        train = self.data.train
-        if 0 < self.probe_cfg.max_train < len(train):
-            keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[: self.probe_cfg.max_train]
-            train = train.subset(keep.sort().values)
-        test = self.data.test
-        chans = self.shortcut.out_channels(train.images.shape[1]) if self.shortcut is not None else train.images.shape[1]
-        if chans != train.images.shape[1]:  # the backbone was built for the shortcut's channels (chromatic
-            # aberration makes grayscale colour): probe the clean images replicated to them
-            train, test = (type(s)(s.images.expand(-1, chans, -1, -1), s.labels) for s in (train, test))
-        train_x, train_y = extract_features(backbone, train, desc=f"{desc}: train features", **kw)
-        test_x, test_y = extract_features(backbone, test, desc=f"{desc}: test features", **kw)
-        grid: dict[str, Any] = {"l2": self.probe_cfg.l2}
-        if self.probe_cfg.l2_grid:  # choose the L2 strength on the validation split
-            val = self.data.val
-            if chans != val.images.shape[1]:
-                val = type(val)(val.images.expand(-1, chans, -1, -1), val.labels)
-            val_x, val_y = extract_features(backbone, val, desc=f"{desc}: val features", **kw)
-            grid = {"l2": list(self.probe_cfg.l2_grid), "val_x": val_x, "val_y": val_y}
-        result = linear_probe(train_x, train_y, test_x, test_y, num_classes=self.data.num_classes,
-                              max_iter=self.probe_cfg.max_iter, **grid)
-        return {"accuracy": result.accuracy, "train_accuracy": result.train_accuracy, "l2": result.l2, "features": which,
-                "train_images": len(train), "test_images": len(self.data.test)}
+        with evaluating(player, lens):
+            source = FeatureSource(backbone=probe_backbone(player.backbone, player.pretext, self.data.image_size),
+                                   data=self.data, lens=lens, shortcut=self.shortcut, device=self.device, amp=self.amp,
+                                   batch_size=cfg.batch_size, progress=self.cfg.progress, seed=0)
+            linear = LinearEvaluator(which=[which], l2_grid=list(cfg.l2_grid) or [cfg.l2], val_split="val",
+                                     train_split="train", max_train=cfg.max_train, max_iter=cfg.max_iter,
+                                     precision=cfg.precision)
+            m = {k.rpartition("/")[2]: v for k, v in linear.run(source)}
+        log.info("%s: top-1 %.4f on %d + %d images in %.1f s", desc, m["top1"], m["train_images"], len(self.data.test),
+                 time.perf_counter() - start)
+        return {"accuracy": m["top1"], "train_accuracy": m["train_top1"], "l2": m["l2"], "features": which,
+                "train_images": int(m["train_images"]), "test_images": len(self.data.test)}
 
     @torch.no_grad()
     def pretext_accuracy(self, *, with_shortcut: bool, through_lens: bool, max_images: int = 2048) -> float:
-        """Pretext accuracy of the trained head on test images (eval mode)."""
+        """Pretext accuracy of the trained head on test images, views made as in training (``make_views``), in
+        eval mode (the head too: the patch tasks' heads have dropout); ``lens_edit.pretext_accuracy``."""
         player = self.eval_player()
-        backbone, pretext = player.backbone, player.pretext
         lens = unwrap(self.lens) if (through_lens and self.lens is not None) else None
-        player.eval()  # the head too: the patch tasks' heads have dropout
-        torch.manual_seed(step_seed(self.seed, 0, 10**9))
-        correct, total = 0.0, 0
-        images = self.data.test.images[:max_images]
-        for start in range(0, images.shape[0], 256):
-            x = to_float(images[start : start + 256].to(self.device))
-            inputs, targets = self.make_views(x, clean=not with_shortcut, pretext=pretext)
-            if lens is not None:
-                inputs = lens.edit(inputs)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                _, m = pretext.loss(pretext.embed(backbone, inputs), targets)
-            correct += m["acc"].item() * targets.shape[0]
-            total += targets.shape[0]
-        player.train()
-        return correct / max(total, 1)
+        with evaluating(player):
+            torch.manual_seed(step_seed(self.seed, 0, 10**9))
+            views = (self.make_views(to_float(x.to(self.device)), clean=not with_shortcut, pretext=player.pretext)
+                     for x in self.data.test.images[:max_images].split(256))
+            return pretext_accuracy(head_scorer(player.backbone, player.pretext), views, lenses=(lens,), amp=self.amp,
+                                    device_type=self.device.type)[0]
 
     def finish(self) -> dict[str, Any]:
         if self.fsdp:  # gather the trained shards into rank 0's whole copy (a collective)
@@ -477,6 +438,8 @@ class Trainer:
             "strategy": "fsdp" if self.fsdp else "ddp",
             "extra": dict(self.extra_state),
             "rng_cpu": torch.get_rng_state(),
+            # The logging window's per-step metrics: metrics.json after a resume equals an uninterrupted run's.
+            "log_window": {k: torch.stack([t.detach() for t in v]) for k, v in self.log_window.items() if v},
         }
         if torch.cuda.is_available():
             state["rng_cuda"] = torch.cuda.get_rng_state_all()
@@ -487,6 +450,12 @@ class Trainer:
 
     def save(self, path: Path) -> None:
         state = self.state_dict() if (self.rank == 0 or self.fsdp) else None
+        # Never overwrite a good checkpoint with NaN/inf weights or buffers (a BatchNorm running_var can
+        # overflow while the loss still looks finite); rank 0 holds the whole state, every rank stops.
+        bad = dist.broadcast_object(find_nonfinite(state) if self.rank == 0 else None)
+        if bad is not None:
+            kept = f"the last finite checkpoint {path} is kept" if path.is_file() else "no checkpoint was written"
+            raise NonFiniteLossError(f"non-finite weights at step {self.step} ({bad}); training stopped and {kept}")
         if self.rank == 0:
             save_checkpoint(state, path)
         dist.barrier()
@@ -497,14 +466,20 @@ class Trainer:
         if saved_with != ("fsdp" if self.fsdp else "ddp"):
             raise ValueError(f"{path} holds {saved_with} optimizer state; resume it with trainer.strategy={saved_with} "
                              "(on several ranks for fsdp)")
-        if self.fsdp:  # every rank read the whole checkpoint; each keeps its own shard
-            dist.load_full_model_state_dict(self.player, {f"{name}.{k}": v for name in ("backbone", "pretext")
-                                                         for k, v in state[name].items()})
-            dist.load_full_optimizer_state_dict(self.player, self.optimizer, state["optimizer"])
-        else:
-            unwrap(self.backbone).load_state_dict(state["backbone"])
-            unwrap(self.pretext).load_state_dict(state["pretext"])
-            self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            if self.fsdp:  # every rank read the whole checkpoint; each keeps its own shard
+                dist.load_full_model_state_dict(self.player, {f"{name}.{k}": v for name in ("backbone", "pretext")
+                                                             for k, v in state[name].items()})
+                dist.load_full_optimizer_state_dict(self.player, self.optimizer, state["optimizer"])
+            else:
+                unwrap(self.backbone).load_state_dict(state["backbone"])
+                unwrap(self.pretext).load_state_dict(state["pretext"])
+                self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as err:  # another backbone's, pretext's or optimizer's state
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            detail = (lines[1] if len(lines) > 1 else lines[0] if lines else type(err).__name__)[:200]
+            raise CheckpointError(f"checkpoint {path} does not fit this run's models ({detail}): it was written by "
+                                  "another backbone, pretext or optimizer; resume it with its own config") from err
         if self.lens is not None:
             if "lens" not in state:
                 raise ValueError(f"{path} was trained without a lens; cannot resume it with one")
@@ -512,6 +487,7 @@ class Trainer:
             self.lens_optimizer.load_state_dict(state["lens_optimizer"])
         self.step = int(state["step"])
         self.extra_state = dict(state.get("extra", {}))
+        self.log_window = {k: list(v.unbind(0)) for k, v in state.get("log_window", {}).items()}
         torch.set_rng_state(state["rng_cpu"].cpu())
         if "rng_cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
