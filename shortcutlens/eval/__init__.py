@@ -13,11 +13,12 @@ shared by all evaluators of a run)::
 
 Registered: ``linear`` (multi-layer logistic probes), ``fewshot`` (big_vision's closed-form ridge),
 ``knn`` (DINO's weighted kNN), ``episodes`` (Meta-Dataset episodes: prototype, ridge, finetune),
-``vtab1k`` (the VTAB-1k protocol) and ``shortcut_audit``.
+``vtab1k`` (the VTAB-1k protocol), ``shortcut_audit`` and ``lens_edit`` (where the lens edits, and what
+that does to the pretext task).
 """
 
 # Importing the modules registers their evaluators.
-from shortcutlens.eval import episodes, fewshot, knn, linear, shortcut_audit, vtab1k  # noqa: F401
+from shortcutlens.eval import episodes, fewshot, knn, lens_edit, linear, shortcut_audit, vtab1k  # noqa: F401
 from shortcutlens.eval.base import EVALUATORS, Evaluator, create_evaluator, list_evaluators
 from shortcutlens.eval.source import FeatureSource
 

@@ -108,6 +108,21 @@ def threads_for(work: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@contextlib.contextmanager
+def evaluating(*modules: torch.nn.Module | None) -> Iterator[None]:
+    """Eval mode for the block (dropout off, BatchNorm on its running statistics), and afterwards every
+    submodule back in the mode it had, so a live training run can be evaluated in the middle."""
+    modes = [(m, m.training) for module in modules if module is not None for m in module.modules()]
+    try:
+        for module in modules:
+            if module is not None:
+                module.eval()
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
 def eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``torch.linalg.eigh`` on one thread: LAPACK's threaded tridiagonal reduction was 2-18× *slower*
     than one thread for 250-1500-sized matrices on a 2-core machine (measured; worse under load)."""

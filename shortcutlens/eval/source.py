@@ -21,7 +21,9 @@ Channels are adapted to the backbone last (grayscale replicated to colour, colou
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,8 @@ from shortcutlens.eval.cache import FeatureCache, fingerprint_modules, fingerpri
 from shortcutlens.eval.features import extract_layers, parse_layers, probe_backbone
 
 BASE_VIEWS = ("clean", "shortcut", "blank_shortcut")
+
+log = logging.getLogger(__name__)
 
 
 def adapt_channels(x: torch.Tensor, in_chans: int) -> torch.Tensor:
@@ -241,10 +245,12 @@ class FeatureSource:
         missing = [n for n in names if n not in out]
         if missing:
             label = desc or f"features {split if isinstance(split, str) else 'split'} [{view}, {which}]"
+            start = time.perf_counter()
             feats, labels = extract_layers(
                 self.backbone, the_split, layers=missing, device=self.device, batch_size=self.batch_size,
                 lens=self.lens, which=which, transform=self.view_transform(view), amp=self.amp,
                 progress=self.progress, desc=label)
+            log.info("%s: %d images, %s in %.1f s", label, len(labels), ", ".join(missing), time.perf_counter() - start)
             for name in missing:
                 self.cache.put(keys[name], feats[name], labels)
                 out[name] = feats[name]
