@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pretexts.base import ADVERSARIAL_MODES, Pretext
+from pretexts.base import Pretext
 from shortcutlens.registry import Registry
 
 PRETEXTS = Registry("pretext", entry_point_group="shortcutlens.pretexts")
@@ -34,4 +34,4 @@ for _optional in ("exemplar", "relative_location", "jigsaw", "contrastive"):
         if err.name != f"pretexts.{_optional}":
             raise
 
-__all__ = ["ADVERSARIAL_MODES", "PRETEXTS", "Pretext", "create_pretext", "list_pretexts"]
+__all__ = ["PRETEXTS", "Pretext", "create_pretext", "list_pretexts"]

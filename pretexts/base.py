@@ -6,7 +6,9 @@ A pretext task is an ``nn.Module`` that owns its head. The training loop calls, 
     inputs = lens(inputs)                            # the lens edits exactly those pixels
     features = pretext.embed(backbone, inputs)       # (N, num_features) by default backbone(inputs)
     loss, metrics = pretext.loss(features, targets)  # the feature extractor minimises this
-    adv = pretext.adversarial_loss(features, targets, mode)   # the lens minimises this
+
+and the lens minimises one of ``shortcutlens.adversary``'s objectives, which read ``task_logits`` (a
+classification pretext) or ``loss`` (any pretext).
 
 ``images`` are float ``(B, C, H, W)`` in [0, 1] on the training device.
 """
@@ -21,12 +23,9 @@ from torch import nn
 if TYPE_CHECKING:
     from pretexts.patch_grid import GridGeometry
 
-ADVERSARIAL_MODES = ("full", "least_likely", "random_wrong")
-
-
 class Pretext(nn.Module):
     """Base class. Subclasses set ``classification`` and implement ``views``, ``logits`` (or override
-    ``loss`` and ``adversarial_loss`` when the task is not a classification)."""
+    ``loss`` when the task is not a classification)."""
 
     #: True when the task is a classification over ``num_classes`` pretext labels; this is what
     #: ``least_likely`` and ``random_wrong`` adversarial targets need.
@@ -75,37 +74,8 @@ class Pretext(nn.Module):
         acc = (logits.argmax(-1) == targets).float().mean()
         return loss, {"loss": loss.detach(), "acc": acc.detach()}
 
-    def adversarial_loss(self, features: torch.Tensor, targets: torch.Tensor, mode: str) -> torch.Tensor:
-        """What the lens *minimises* (Minderer et al. 2020, Sec. 3; docs/architecture.md):
-
-        - ``full``: the negated pretext loss;
-        - ``least_likely``: cross-entropy towards ``argmin_y p(y | F(x'))`` per example;
-        - ``random_wrong``: cross-entropy towards a uniformly random class other than the true one
-          (non-saturating, and with no fixed direction to redirect the shortcut to).
-        """
-        if mode == "full":
-            return -self.loss(features, targets)[0]
-        if mode not in ADVERSARIAL_MODES:
-            raise ValueError(f"Unknown adversarial mode '{mode}'. Valid modes: {', '.join(ADVERSARIAL_MODES)}")
-        if not self.classification:
-            raise ValueError(
-                f"adversarial mode '{mode}' needs a classification pretext; {type(self).__name__} is not one. "
-                "Use lens.mode=full."
-            )
-        logits = self.logits(features).float()
-        if mode == "least_likely":
-            adv_targets = least_likely_targets(logits)
-        else:
-            adv_targets = random_wrong_targets(targets, self.num_classes)
-        return nn.functional.cross_entropy(logits, adv_targets)
-
-
-def least_likely_targets(logits: torch.Tensor) -> torch.Tensor:
-    """``argmin_y p(y|x)`` per row of ``(N, K)`` logits (softmax is monotone, so argmin of logits)."""
-    return logits.detach().argmin(dim=-1)
-
-
-def random_wrong_targets(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """A uniformly random class different from ``targets`` (shape ``(N,)``), drawn from the global RNG."""
-    offset = torch.randint(1, num_classes, targets.shape, device=targets.device)
-    return (targets + offset) % num_classes
+    def task_logits(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``(N, num_classes)`` logits, one row per target in ``targets (N,)``, from what ``embed`` returned:
+        what the lens's targeted objectives (``shortcutlens.adversary``) read. Patch tasks combine tile
+        features first."""
+        return self.logits(features)

@@ -226,10 +226,9 @@ class PatchPretext(Pretext):
     def loss(self, features: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return super().loss(self.head_inputs(features, targets), targets)
 
-    def adversarial_loss(self, features: torch.Tensor, targets: torch.Tensor, mode: str) -> torch.Tensor:
-        if mode == "full":
-            return -self.loss(features, targets)[0]
-        return super().adversarial_loss(self.head_inputs(features, targets), targets, mode)
+    def task_logits(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Logits ``(M, num_classes)`` of the trunk features ``(B, 9, D)``, one row per label in ``targets``."""
+        return self.logits(self.head_inputs(features, targets))
 
 
 class TileMeanBackbone(nn.Module):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pretexts.base import least_likely_targets, random_wrong_targets
+from shortcutlens.adversary import OBJECTIVES, TargetedObjective, create_objective, least_likely_targets, random_wrong_targets
 from shortcutlens.build import build_components, build_data
 from shortcutlens.data.loader import to_float
 from shortcutlens.train.config import AdversaryConfig, ProbeConfig, TrainerConfig
@@ -18,7 +18,7 @@ SPEC = {
 }
 
 
-def make_trainer(tmp_path, mode: str, rec_weight: float = 0.0) -> Trainer:
+def make_trainer(tmp_path, mode: str, rec_weight: float = 0.0, feed_raw: bool = False) -> Trainer:
     torch.manual_seed(0)
     data = build_data(SPEC)
     parts = build_components(SPEC, in_chans=data.channels, image_size=data.image_size)
@@ -26,7 +26,7 @@ def make_trainer(tmp_path, mode: str, rec_weight: float = 0.0) -> Trainer:
         parts.lens.out.weight.normal_(0, 0.05)
     trainer = Trainer(backbone=parts.backbone, pretext=parts.pretext, lens=parts.lens, shortcut=parts.shortcut, data=data,
                       trainer=TrainerConfig(batch_size=16, steps=1, warmup_steps=0, progress=False),
-                      adversary=AdversaryConfig(mode=mode, rec_weight=rec_weight), probe=ProbeConfig(untrained=False),
+                      adversary=AdversaryConfig(mode=mode, rec_weight=rec_weight, feed_raw=feed_raw), probe=ProbeConfig(untrained=False),
                       run_dir=tmp_path, device=torch.device("cpu"))
     # Keep the gradients of the step for inspection: no parameter updates.
     trainer.optimizer.step = lambda *a, **k: None
@@ -110,4 +110,76 @@ def test_least_likely_needs_a_classification_pretext(tmp_path):
     trainer = make_trainer(tmp_path, "full")
     trainer.pretext.classification = False
     with pytest.raises(ValueError, match="needs a classification pretext"):
-        trainer.pretext.adversarial_loss(torch.randn(4, 8), torch.zeros(4, dtype=torch.long), "least_likely")
+        create_objective("least_likely", pretext=trainer.pretext)
+
+
+def test_entropy_mode_hands_the_lens_the_gradient_of_the_negated_entropy(tmp_path):
+    trainer = make_trainer(tmp_path, "entropy", rec_weight=2.0)
+    trainer.train_step(0)
+    lens_params = list(trainer.lens.parameters())
+    got_lens, got_model = grads(lens_params), grads(trainer.model_params)
+
+    loss, rec, features, targets = explicit_losses(trainer, "entropy")
+    p = trainer.pretext.logits(features).softmax(-1)
+    neg_entropy = (p * p.log()).sum(-1).mean()
+    want_lens = torch.autograd.grad(neg_entropy + 2.0 * rec, lens_params, retain_graph=True)
+    want_model = torch.autograd.grad(loss, trainer.model_params, allow_unused=True)
+    for g, w in zip(got_lens, want_lens):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+    for g, w in zip(got_model, want_model):
+        torch.testing.assert_close(g, w if w is not None else torch.zeros_like(g), rtol=1e-4, atol=1e-6)
+
+
+def feed_raw_losses(trainer: Trainer):
+    """The step's views, lensed and raw, in one batch of 2N through the backbone (BatchNorm sees both)."""
+    torch.manual_seed(step_seed(trainer.seed, 0, 0))
+    x, _ = trainer.loader.batch(0)
+    inputs, targets = trainer.pretext.views(trainer.shortcut(to_float(x)))
+    lensed = trainer.lens(inputs)
+    features = trainer.backbone(torch.cat([lensed, inputs]))
+    n = inputs.shape[0]
+    return trainer.pretext.loss(features[:n], targets)[0], trainer.pretext.loss(features[n:], targets)[0]
+
+
+def test_full_mode_with_feed_raw_rewards_the_lens_for_the_lensed_half_only(tmp_path):
+    """Issue 14: BatchNorm couples the raw and lensed halves of the batch, so gradient reversal over the
+    whole batch also handed the lens the gradient of the raw half's loss. The lens gets −∂L_lensed only;
+    the feature extractor the mean of the two losses."""
+    trainer = make_trainer(tmp_path, "full", feed_raw=True)
+    trainer.train_step(0)
+    lens_params = list(trainer.lens.parameters())
+    got_lens, got_model = grads(lens_params), grads(trainer.model_params)
+
+    lensed_loss, raw_loss = feed_raw_losses(trainer)
+    want_lens = torch.autograd.grad(-lensed_loss, lens_params, retain_graph=True)
+    both = torch.autograd.grad(-(lensed_loss + raw_loss), lens_params, retain_graph=True)
+    want_model = torch.autograd.grad((lensed_loss + raw_loss) / 2, trainer.model_params, allow_unused=True)
+    for g, w in zip(got_lens, want_lens):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+    for g, w in zip(got_model, want_model):
+        torch.testing.assert_close(g, w if w is not None else torch.zeros_like(g), rtol=1e-4, atol=1e-6)
+    # The raw half does reach the lens through BatchNorm: the check above is not vacuous.
+    assert max((b - w).abs().max().item() for b, w in zip(both, want_lens)) > 1e-3 * max(w.abs().max().item() for w in want_lens)
+
+
+def test_a_new_objective_is_one_class_and_one_registry_entry(tmp_path):
+    @OBJECTIVES.register("test_most_likely_wrong")
+    class MostLikelyWrong(TargetedObjective):
+        def lens_loss(self, pretext, features, targets):
+            logits = pretext.task_logits(features, targets).float()
+            wrong = logits.detach().scatter(1, targets[:, None], float("-inf")).argmax(1)
+            return torch.nn.functional.cross_entropy(logits, wrong)
+
+    try:
+        trainer = make_trainer(tmp_path, "test_most_likely_wrong")
+        assert trainer.adv.mode == "test_most_likely_wrong"
+        trainer.train_step(0)
+        lens_params = list(trainer.lens.parameters())
+        _, _, features, targets = explicit_losses(trainer, "full")
+        logits = trainer.pretext.logits(features)
+        wrong = logits.detach().scatter(1, targets[:, None], float("-inf")).argmax(1)
+        want = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, wrong), lens_params)
+        for g, w in zip(grads(lens_params), want):
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+    finally:
+        OBJECTIVES._builders.pop("test_most_likely_wrong")

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from shortcutlens.adversary import create_objective
 from shortcutlens.build import build_components, build_data, pretext_input_size
 from shortcutlens.train.config import AdversaryConfig, ProbeConfig, TrainerConfig
 from shortcutlens.train.loop import Trainer
@@ -84,5 +85,6 @@ def test_targeted_lens_modes_refuse_non_classification_tasks(tmp_path, name, mod
     inputs, targets = pretext.views(torch.rand(4, 1, 16, 16))
     features = torch.randn(inputs.shape[0], 64)
     with pytest.raises(ValueError, match="needs a classification pretext"):
-        pretext.adversarial_loss(features, targets, mode)
-    assert torch.isfinite(pretext.adversarial_loss(features, targets, "full"))
+        create_objective(mode, pretext=pretext)
+    full = create_objective("auto", pretext=pretext)  # lens.mode=auto: the one objective these tasks can play
+    assert full.name == "full" and torch.isfinite(full.lens_loss(pretext, features, targets))

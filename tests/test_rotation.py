@@ -7,9 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from pretexts import ADVERSARIAL_MODES, Pretext, create_pretext
-from pretexts.base import least_likely_targets, random_wrong_targets
+from pretexts import Pretext, create_pretext
 from pretexts.rotation import Rotation, rotate
+from shortcutlens.adversary import OBJECTIVES, create_objective, least_likely_targets, random_wrong_targets
+
+
+def lens_loss(task: Pretext, features: torch.Tensor, targets: torch.Tensor, mode: str) -> torch.Tensor:
+    """What the lens minimises under ``lens.mode=mode`` (the objective registry, validated for ``task``)."""
+    return create_objective(mode, pretext=task).lens_loss(task, features, targets)
 
 
 def test_all_rotations_rotate_back_to_the_input() -> None:
@@ -88,7 +93,7 @@ def scored() -> tuple[Rotation, torch.Tensor, torch.Tensor]:
 
 def test_full_is_the_negated_pretext_loss(scored) -> None:
     task, features, targets = scored
-    torch.testing.assert_close(task.adversarial_loss(features, targets, "full"), -task.loss(features, targets)[0])
+    torch.testing.assert_close(lens_loss(task, features, targets, "full"), -task.loss(features, targets)[0])
 
 
 def test_least_likely_targets_the_argmin_class(scored) -> None:
@@ -96,11 +101,11 @@ def test_least_likely_targets_the_argmin_class(scored) -> None:
     logits = task.head(features)
     expected = logits.softmax(-1).argmin(-1)
     assert torch.equal(least_likely_targets(logits), expected)
-    torch.testing.assert_close(task.adversarial_loss(features, targets, "least_likely"),
+    torch.testing.assert_close(lens_loss(task, features, targets, "least_likely"),
                                nn.functional.cross_entropy(logits, expected))
     # The target is a constant for the gradient: only the cross-entropy's path carries gradient.
     features.requires_grad_(True)
-    task.adversarial_loss(features, targets, "least_likely").backward()
+    lens_loss(task, features, targets, "least_likely").backward()
     assert features.grad is not None and torch.isfinite(features.grad).all()
 
 
@@ -116,7 +121,7 @@ def test_random_wrong_never_picks_the_true_class(scored) -> None:
     torch.manual_seed(5)
     wrong = random_wrong_targets(targets, 4)
     torch.manual_seed(5)
-    torch.testing.assert_close(task.adversarial_loss(features, targets, "random_wrong"),
+    torch.testing.assert_close(lens_loss(task, features, targets, "random_wrong"),
                                nn.functional.cross_entropy(task.head(features), wrong))
 
 
@@ -136,16 +141,19 @@ class Regression(Pretext):
 
 def test_classification_modes_on_a_non_classification_pretext_are_refused() -> None:
     task, features, targets = Regression(), torch.randn(4, 8), torch.randn(4)
-    torch.testing.assert_close(task.adversarial_loss(features, targets, "full"), -task.loss(features, targets)[0])
-    for mode in ("least_likely", "random_wrong"):
+    torch.testing.assert_close(lens_loss(task, features, targets, "full"), -task.loss(features, targets)[0])
+    for mode in ("least_likely", "random_wrong", "entropy"):
         with pytest.raises(ValueError) as info:
-            task.adversarial_loss(features, targets, mode)
+            lens_loss(task, features, targets, mode)
         assert "needs a classification pretext" in str(info.value) and "Regression" in str(info.value)
         assert "lens.mode=full" in str(info.value)
+    assert create_objective("auto", pretext=task).name == "full"
 
 
-def test_unknown_adversarial_mode_lists_the_modes(scored) -> None:
-    task, features, targets = scored
-    assert ADVERSARIAL_MODES == ("full", "least_likely", "random_wrong")
-    with pytest.raises(ValueError, match="Valid modes: full, least_likely, random_wrong"):
-        task.adversarial_loss(features, targets, "most_likely")
+def test_unknown_lens_mode_lists_the_modes(scored) -> None:
+    task, _, _ = scored
+    assert set(OBJECTIVES.names()) >= {"full", "least_likely", "random_wrong", "entropy"}
+    with pytest.raises(ValueError, match="Unknown lens mode 'most_likely'. Valid lens modes: auto, entropy, full, "
+                                         "least_likely, random_wrong"):
+        create_objective("most_likely", pretext=task)
+    assert create_objective("auto", pretext=task).name == "random_wrong"

@@ -38,10 +38,12 @@ class TrainerConfig:
 class AdversaryConfig:
     """How the lens plays against the feature extractor (Minderer et al. 2020; docs/architecture.md)."""
 
-    mode: str = "least_likely"      # full | least_likely | random_wrong
+    mode: str = "auto"              # auto (random_wrong, or full for a non-classification pretext) | full |
+                                    # least_likely | random_wrong | entropy: shortcutlens.adversary
     rec_weight: float = 0.0         # λ of the reconstruction penalty λ·mean((x − x')²); 0 with a budget
     lr: float = 1e-3                # Adam learning rate of the lens
-    feed_raw: bool = False          # also train the feature extractor on the raw batch (the paper does)
+    feed_raw: bool = False          # also train the feature extractor on the raw batch (the paper does): one
+                                    # batch of 2N images, the mean of the two losses; the lens sees the lensed half's gradient only
     reverse_scale: float = 1.0      # gradient-reversal multiplier in full mode
 
 
