@@ -171,7 +171,10 @@ def summary(row: Row, seed: int, metrics: dict) -> dict:
     """The columns the tables need from one run's ``metrics.json``."""
     keep = ("pretext_acc", "pretext_acc_clean", "pretext_acc_lensed", "edit_ratio", "probe_acc",
             "probe_untrained_acc", "edit_png", "lens_mode", "seconds")
-    return {"row": row.name, "seed": seed, "steps": metrics.get("step"), **{k: metrics.get(k) for k in keep}}
+    out = {"row": row.name, "seed": seed, "steps": metrics.get("step"), **{k: metrics.get(k) for k in keep}}
+    if row.lens and not out["lens_mode"]:  # runs from before metrics.json named the resolved mode
+        out["lens_mode"] = metrics.get("settings", {}).get("adversary", {}).get("mode")
+    return out
 
 
 def run_one(args: tuple[Row, int, int, list[str], Path, int]) -> dict:
