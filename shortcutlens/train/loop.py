@@ -393,6 +393,7 @@ class Trainer:
         if "probe_untrained" in self.extra_state:
             results["probe_untrained_acc"] = self.extra_state["probe_untrained"]
         results["config"] = self.config
+        results["lens_mode"] = self.adv.mode if self.lens is not None else "none"  # lens.mode=auto resolved
         results["settings"] = {"trainer": asdict(self.cfg), "adversary": asdict(self.adv), "probe": asdict(self.probe_cfg)}
         tmp = self.run_dir / ".metrics.json.tmp"
         tmp.write_text(json.dumps(results, indent=2, default=str))
