@@ -77,6 +77,7 @@ def test_mean_edit_figure_boxes_the_hot_region_and_shows_the_shortcut_region() -
     assert both.shape[1] > plain.shape[1] + 16 * 8  # the region is a second panel
 
 
+@pytest.mark.filterwarnings("ignore::scipy.optimize.OptimizeWarning")  # 4 points: no covariance, as tested
 def test_scaling_fit_warns_when_the_runs_do_not_determine_it() -> None:
     compute = np.geomspace(1e14, 1e19, 16)
     good = fit_power_law(compute, saturating_power_law(compute, a=8e4, b=0.35, c=0.08, d=1e14))
