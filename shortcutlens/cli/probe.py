@@ -116,11 +116,13 @@ def run(cfg: dict[str, Any], run_dir: str) -> dict[str, Any]:
             elapsed = done.get("seconds", 0.0)
         else:
             start = time.perf_counter()
+            print(f"{name}: running", flush=True)  # a line per evaluator: no silent stretch between the bars
             metrics = {}
             for metric, value in evaluator.run(source):
                 metrics[metric] = float(value)
                 writer.add_scalar(metric, float(value), step)
             elapsed = time.perf_counter() - start
+            print(f"{name}: {len(metrics)} metrics in {elapsed:.1f} s", flush=True)
         results["evaluators"][name] = {"settings": evaluator.settings(), "metrics": metrics, "seconds": elapsed}
         rows += list(metrics.items())
         report = evaluator.report(metrics)

@@ -12,6 +12,8 @@ Shapes: pool features ``(N, D)``, test ``(M, D)``; one eigendecomposition of at 
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -23,6 +25,8 @@ from shortcutlens.eval.ridge import DEFAULT_L2, solve_ridge
 from shortcutlens.eval.source import FeatureSource
 
 DEFAULT_SHOTS = (1, 5, 10, 25)
+
+log = logging.getLogger(__name__)
 
 
 def support_indices(labels: torch.Tensor, *, shots: Sequence[int], seed: int,
@@ -92,8 +96,11 @@ class FewShotEvaluator(Evaluator):
             pool, pool_y = source.features(self.train_split, layers=self.layers, which=which)
             test, test_y = source.features(self.test_split, layers=self.layers, which=which)
             for layer in pool:
+                start = time.perf_counter()
                 accs = fewshot_accuracies(pool[layer], pool_y, test[layer], test_y, num_classes=source.num_classes,
                                           shots=self.shots, seeds=seeds, l2=l2s)
+                log.info("fewshot [%s/%s]: %d supports in %.1f s", which, layer, len(accs) * len(seeds),
+                         time.perf_counter() - start)
                 for (k, lam), values in accs.items():
                     suffix = f"{k}shot" if len(l2s) == 1 else f"{k}shot_l2={lam:g}"
                     mean, std = mean_std(values)

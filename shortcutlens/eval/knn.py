@@ -11,6 +11,8 @@ Shapes: train ``(N, D)``, ``(N,)``; test ``(M, D)``; returns class scores ``(M, 
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -19,6 +21,8 @@ import torch.nn.functional as F
 
 from shortcutlens.eval.base import EVALUATORS, Evaluator, metric_name
 from shortcutlens.eval.source import FeatureSource
+
+log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -82,8 +86,11 @@ class KNNEvaluator(Evaluator):
             bank, bank_y = source.features(self.train_split, layers=self.layers, which=which)
             test, test_y = source.features(self.test_split, layers=self.layers, which=which)
             for layer in bank:
+                start = time.perf_counter()
                 scores = knn_scores(bank[layer], bank_y, test[layer], num_classes=source.num_classes, k=self.k,
                                     temperature=self.temperature, chunk=self.chunk, device=source.device)
+                log.info("knn [%s/%s]: %d queries against %d x %d in %.1f s", which, layer, len(test_y), *bank[layer].shape,
+                         time.perf_counter() - start)
                 yield metric_name(self.name, which, layer, "top1"), topk_accuracy(scores, test_y, 1)
                 if source.num_classes > 5:
                     yield metric_name(self.name, which, layer, "top5"), topk_accuracy(scores, test_y, 5)

@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,10 @@ class Trainer:
         self.data, self.shortcut = data, shortcut
         self.rank, self.world = dist.rank(), dist.world_size()
         self.amp = resolve_amp(trainer.amp, device)
+        if 0 < trainer.steps <= trainer.warmup_steps:
+            warnings.warn(f"trainer.warmup_steps={trainer.warmup_steps} >= trainer.steps={trainer.steps}: the learning rate "
+                          f"never leaves its warm-up (it ends at {trainer.steps / trainer.warmup_steps:.0%} of trainer.lr); "
+                          "lower trainer.warmup_steps", stacklevel=2)
         self.objective = (create_objective(adversary.mode, pretext=pretext, rec_weight=adversary.rec_weight,
                                            reverse_scale=adversary.reverse_scale, feed_raw=adversary.feed_raw)
                           if lens is not None else None)
