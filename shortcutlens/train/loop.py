@@ -178,6 +178,9 @@ class Trainer:
                                             head_weight_decay=trainer.head_weight_decay)
         self.optimizer = build_optimizer(groups, name=trainer.optimizer, lr=trainer.lr, momentum=trainer.momentum)
         self.lens_optimizer = torch.optim.Adam(self.lens.parameters(), lr=adversary.lr) if self.lens is not None else None
+        # Both players' leaves, for the objective's last backward pass (FSDP's shards are not the graph's leaves).
+        self.game_params = (None if self.fsdp or self.lens is None else
+                            [p for p in [*self.model_params, *self.lens.parameters()] if p.requires_grad])
         compile_ = torch.compile if trainer.compile else (lambda m: m)
         self.train_player: nn.Module = compile_(train_player)
         self.train_lens: nn.Module | None = compile_(train_lens) if train_lens is not None else None
@@ -209,7 +212,7 @@ class Trainer:
             loss.backward()
         else:  # the lens's side: forward passes and every backward pass (shortcutlens.adversary)
             metrics = self.objective.play(player=self.train_player, lens=self.train_lens, inputs=inputs,
-                                          targets=targets, amp=self.amp)
+                                          targets=targets, amp=self.amp, params=self.game_params)
         if self.cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model_params, self.cfg.grad_clip)
         self.optimizer.step()
