@@ -99,8 +99,8 @@ def main() -> None:
         rows.append(("build (data, models)", build_s, trainer.data.summary()))
         probe_cfg = trainer.probe_cfg
         untrained, s = timed(lambda: trainer.run_probe(desc="probe (untrained)"))
-        rows.append(("untrained probe", s, f"top-1 {untrained['accuracy']:.4f} on {untrained['train_images']} + "
-                                           f"{untrained['test_images']} images"))
+        rows.append(("untrained probe", s, (f"top-1 {untrained['accuracy']:.4f} on {untrained['train_images']} + "
+                                            f"{untrained['test_images']} images")))
         if args.compare:
             trainer.probe_cfg = replace(probe_cfg, max_train=0, batch_size=512, precision="float64")
             before, s = timed(trainer.run_probe)
@@ -108,8 +108,8 @@ def main() -> None:
                          f"top-1 {before['accuracy']:.4f} on {before['train_images']} + {before['test_images']} images"))
             trainer.probe_cfg = probe_cfg
         probe, s = timed(trainer.run_probe)
-        rows.append(("end-of-run probe", s, f"top-1 {probe['accuracy']:.4f} on {probe['train_images']} + "
-                                            f"{probe['test_images']} images"))
+        rows.append(("end-of-run probe", s, (f"top-1 {probe['accuracy']:.4f} on {probe['train_images']} + "
+                                             f"{probe['test_images']} images")))
         results, s = timed(trainer.finish)
         rows.append(("end of run (finish: probe + pretext accuracies + lens diagnostics)", s,
                      f"pretext acc {results['pretext_acc']:.3f}"))

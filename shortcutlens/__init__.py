@@ -35,7 +35,7 @@ PUBLIC: dict[str, str] = {
     "load": "shortcutlens.api",  # a trained run: backbone, lens, pretext head, config
 }
 
-__all__ = sorted(PUBLIC)
+__all__ = sorted(PUBLIC)  # noqa: PLE0605 (the table is the one list of public names)
 
 
 def __getattr__(name: str) -> Any:
@@ -55,8 +55,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
-    from shortcutlens.api import load
-    from shortcutlens.backbones import create_backbone, list_backbones
-    from shortcutlens.data import create_dataset, list_datasets
-    from shortcutlens.data.shortcuts import create_shortcut, list_shortcuts
-    from shortcutlens.lens import create_lens, list_lenses
+    from shortcutlens.api import load  # noqa: F401
+    from shortcutlens.backbones import create_backbone, list_backbones  # noqa: F401
+    from shortcutlens.data import create_dataset, list_datasets  # noqa: F401
+    from shortcutlens.data.shortcuts import create_shortcut, list_shortcuts  # noqa: F401
+    from shortcutlens.lens import create_lens, list_lenses  # noqa: F401

@@ -53,7 +53,7 @@ def test_the_end_of_run_probe_is_the_linear_evaluator(tmp_path, shortcut, probe)
     prefix = f"linear/{probe.features}/pooled/"
     assert results["probe_acc"] == pytest.approx(m[prefix + "top1"], abs=1e-6)
     assert results["probe"]["l2"] == m[prefix + "l2"] and results["probe"]["features"] == probe.features
-    assert results["probe"]["train_images"] == m[prefix + "train_images"] == (probe.max_train or 86)  # 96 − 10 val
+    assert results["probe"]["train_images"] == m[prefix + "train_images"] == min(probe.max_train, 86)  # 96 − 10 val
     assert results["probe"]["test_images"] == 40
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import math
 import time
 import warnings
@@ -44,21 +43,14 @@ from shortcutlens.checkpoint import (CheckpointError, NonFiniteLossError, find_n
 from shortcutlens.data import ImageData
 from shortcutlens.data.augment import build_augment
 from shortcutlens.data.loader import BatchLoader, to_float
-from shortcutlens.data.shortcuts import Shortcut, shortcut_views, stamp
-from shortcutlens.eval import FeatureSource
-from shortcutlens.eval.base import evaluating
-from shortcutlens.eval.features import probe_backbone
-from shortcutlens.eval.lens_edit import edit_summary, head_scorer, lens_edits, pretext_accuracy
-from shortcutlens.eval.linear import LinearEvaluator
+from shortcutlens.data.shortcuts import Shortcut, shortcut_views
 from shortcutlens.flops import flop_counter, training_compute
 from shortcutlens.adversary import Objective, create_objective
+from shortcutlens.train import measure
 from shortcutlens.train.config import AdversaryConfig, ProbeConfig, TrainerConfig
 from shortcutlens.train.optim import build_optimizer, lr_at, param_groups, set_lr
 from shortcutlens.train.scaling_recipe import head_body_param_groups
-from shortcutlens.visualize import edit_grid, save_png
-
-
-log = logging.getLogger(__name__)
+from shortcutlens.visualize import save_png
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -299,41 +291,27 @@ class Trainer:
             self.run_lock.release()
         return results
 
-    # ------------------------------------------------------------------ lens diagnostics
-    @torch.no_grad()
+    # ------------------------------------------------------------------ what the run measures (train/measure.py)
     def lens_diagnostics(self, player: Player | None = None) -> dict[str, float]:
-        """The ``lens_edit`` measurements on 64 upright shortcut-bearing images of the current training batch:
-        ``edit_ratio`` (edit inside/outside the shortcut's region) and ``eval_acc_raw``/``eval_acc_lensed``
-        (pretext accuracy on the same views, made as in training, without and through the lens; eval mode).
-
-        Rank 0 alone, on the plain modules (or the given ``player``); under FSDP, during training, every
-        rank runs it (the sharded forward is a collective) and rank 0 keeps the numbers."""
+        """``measure.lens_diagnostics`` on 64 images of the current training batch. Rank 0 alone, on the plain
+        modules (or the given ``player``); under FSDP, during training, every rank runs it (the sharded
+        forward is a collective) and rank 0 keeps the numbers."""
         if self.lens is None or (self.rank != 0 and not (self.fsdp and player is None)):
             return {}
-        player, lens = player or self.player, unwrap(self.lens)
-        x = to_float(self.loader.batch(self.step)[0][:64])
-        region = self.shortcut.region(*x.shape[-2:], x.device) if self.shortcut is not None else None
-        out = {k: v for k, v in edit_summary(lens_edits(lens, stamp(self.shortcut, x)), region).items() if k == "edit_ratio"}
-        with evaluating(player):  # the views too are made in eval mode, as pretext_accuracy makes them
-            views = [self.make_views(x, pretext=player.pretext)]
-            out["eval_acc_raw"], out["eval_acc_lensed"] = pretext_accuracy(
-                lambda inputs, targets: player(inputs, targets)[2]["acc"], views, lenses=(None, lens), amp=self.amp,
-                device_type=self.device.type)
-        return out
+        return measure.lens_diagnostics(player=player or self.player, lens=unwrap(self.lens), shortcut=self.shortcut,
+                                        images=self.loader.batch(self.step)[0][:64], make_views=self.make_views,
+                                        amp=self.amp, device_type=self.device.type)
 
     def save_edit_grid(self) -> None:
         if self.rank != 0:
             return
-        x, _ = self.loader.batch(0)
-        x = stamp(self.shortcut, to_float(x[:8]))
-        grid = edit_grid(x, unwrap(self.lens).edit(x))
+        grid = measure.edit_picture(lens=unwrap(self.lens), shortcut=self.shortcut, images=self.loader.batch(0)[0][:8])
         path = save_png(grid, self.run_dir / "edits" / f"step_{self.step:06d}.png")
         save_png(grid, self.run_dir / "edits" / "latest.png")
         if self.writer is not None:
             self.writer.add_image("lens/edits", grid, self.step, dataformats="HWC")
         self.last_edit_png = str(path)
 
-    # ------------------------------------------------------------------ probe and results
     def eval_player(self) -> Player:
         """Whole, unwrapped backbone and pretext for evaluation on rank 0 (under FSDP the host copy,
         brought to the device)."""
@@ -342,38 +320,17 @@ class Trainer:
         return self.player
 
     def run_probe(self, *, desc: str = "probe") -> dict[str, Any]:
-        """The ``linear`` evaluator on this run's modules: clean ``data.train`` images (``probe.max_train`` of
-        them, seed 0) replicated to the shortcut's channels, scored on ``data.test``; L2 fixed, or chosen
-        from ``probe.l2_grid`` on ``data.val`` and refit on train + val. A trunk trained on a patch task's
-        tiles is probed on the mean of its features over the 3×3 grid (``Pretext.probe_backbone``)."""
-        player, cfg, start = self.eval_player(), self.probe_cfg, time.perf_counter()
-        lens = unwrap(self.lens) if self.lens is not None else None
-        which = self.probe_cfg.features if lens is not None else "raw"
-        with evaluating(player, lens):
-            source = FeatureSource(backbone=probe_backbone(player.backbone, player.pretext, self.data.image_size),
-                                   data=self.data, lens=lens, shortcut=self.shortcut, device=self.device, amp=self.amp,
-                                   batch_size=cfg.batch_size, progress=self.cfg.progress, seed=0)
-            linear = LinearEvaluator(which=[which], l2_grid=list(cfg.l2_grid) or [cfg.l2], val_split="val",
-                                     train_split="train", max_train=cfg.max_train, max_iter=cfg.max_iter,
-                                     precision=cfg.precision)
-            m = {k.rpartition("/")[2]: v for k, v in linear.run(source)}
-        log.info("%s: top-1 %.4f on %d + %d images in %.1f s", desc, m["top1"], m["train_images"], len(self.data.test),
-                 time.perf_counter() - start)
-        return {"accuracy": m["top1"], "train_accuracy": m["train_top1"], "l2": m["l2"], "features": which,
-                "train_images": int(m["train_images"]), "test_images": len(self.data.test)}
+        """``measure.linear_probe``: the ``linear`` evaluator on the current weights (``probe`` settings)."""
+        return measure.linear_probe(player=self.eval_player(), lens=unwrap(self.lens) if self.lens is not None else None,
+                                    data=self.data, shortcut=self.shortcut, settings=self.probe_cfg, device=self.device,
+                                    amp=self.amp, progress=self.cfg.progress, desc=desc)
 
-    @torch.no_grad()
     def pretext_accuracy(self, *, with_shortcut: bool, through_lens: bool, max_images: int = 2048) -> float:
-        """Pretext accuracy of the trained head on test images, views made as in training (``make_views``), in
-        eval mode (the head too: the patch tasks' heads have dropout); ``lens_edit.pretext_accuracy``."""
-        player = self.eval_player()
+        """``measure.test_pretext_accuracy`` on the first ``max_images`` test images."""
         lens = unwrap(self.lens) if (through_lens and self.lens is not None) else None
-        with evaluating(player):
-            torch.manual_seed(step_seed(self.seed, 0, 10**9))
-            views = (self.make_views(to_float(x.to(self.device)), clean=not with_shortcut, pretext=player.pretext)
-                     for x in self.data.test.images[:max_images].split(256))
-            return pretext_accuracy(head_scorer(player.backbone, player.pretext), views, lenses=(lens,), amp=self.amp,
-                                    device_type=self.device.type)[0]
+        return measure.test_pretext_accuracy(
+            player=self.eval_player(), lens=lens, images=self.data.test.images[:max_images], make_views=self.make_views,
+            clean=not with_shortcut, seed=step_seed(self.seed, 0, 10**9), amp=self.amp, device=self.device)
 
     def finish(self) -> dict[str, Any]:
         if self.fsdp:  # gather the trained shards into rank 0's whole copy (a collective)
@@ -407,22 +364,8 @@ class Trainer:
         tmp.write_text(json.dumps(results, indent=2, default=str))
         tmp.replace(self.run_dir / "metrics.json")
         if self.writer is not None:
-            # What the run was (TensorBoard's HPARAMS tab compares runs on these) and what it scored.
-            part = {k: dict(self.spec.get(k) or {}) for k in ("data", "pretext", "shortcut", "backbone", "lens")}
-            size = part["backbone"].get("variant") or part["backbone"].get("depth") or ""
-            lens_spec = part["lens"] if self.lens is not None else {}
-            hparams = {"data": str(part["data"].get("name", "?")), "pretext": str(part["pretext"].get("name", "?")),
-                       "shortcut": str(part["shortcut"].get("name") or "none"),
-                       "backbone": f"{part['backbone'].get('name', '?')} {size}".strip(),
-                       "lens": self.adv.mode if self.lens is not None else "none",
-                       "lens_constraint": str(lens_spec.get("constraint", "none")),
-                       "budget": float(lens_spec.get("budget") or 0.0) if lens_spec.get("constraint") == "budget" else 0.0,
-                       "steps": self.cfg.steps, "batch_size": self.cfg.batch_size, "lr": self.cfg.lr, "seed": self.seed}
-            figures = {k: float(results[k]) for k in ("probe_acc", "probe_untrained_acc", "pretext_acc", "pretext_acc_clean",
-                                                      "pretext_acc_lensed", "edit_ratio") if isinstance(results.get(k), (int, float))}
-            for k, v in figures.items():  # the probe results as scalars too, at the final step
-                self.writer.add_scalar(f"results/{k}", v, self.step)
-            self.writer.add_hparams(hparams, {f"hparam/{k}": v for k, v in figures.items()}, run_name=".")
+            measure.log_results(self.writer, results, spec=self.spec, mode=results["lens_mode"], trainer=self.cfg,
+                                seed=self.seed, step=self.step)
         dist.barrier()
         return results
 
