@@ -99,8 +99,8 @@ def hydra_error_line(err: BaseException, *, config_name: str, argv: list[str]) -
     text = str(err)
     cause = err.__cause__
     if isinstance(err, OverrideParseException):
-        bad = re.search(r"override '([^']*)'", text)
-        where = f" '{bad.group(1)}'" if bad else ""
+        bad = unparsable_override(argv)
+        where = f" '{bad}'" if bad else ""
         return (f"cannot parse the override{where}: write key=value, lists as key=[a,b], strings with spaces in quotes "
                 f"({one_line(cause or err)})")
     missing = re.search(r"Could not (?:find|load) '([^']+)/([^'/]+)'", text)
@@ -133,6 +133,21 @@ def hydra_error_line(err: BaseException, *, config_name: str, argv: list[str]) -
         if isinstance(err, (FileExistsError, NotADirectoryError)) or (path.exists() and not path.is_dir()):
             return f"run_dir: {err.filename} is a file, not a folder; name a folder for the run's outputs"
         return f"run_dir: cannot write {err.filename} ({err.strerror or err}); choose a folder you can write to"
+    return None
+
+
+def unparsable_override(argv: list[str]) -> str | None:
+    """The first command-line argument Hydra's override grammar cannot parse."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for arg in argv:
+        if arg.startswith("-"):
+            continue
+        try:
+            parser.parse_overrides([arg])
+        except Exception:  # noqa: BLE001 (this is the one)
+            return arg
     return None
 
 

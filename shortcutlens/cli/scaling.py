@@ -121,8 +121,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         result = run(args)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except ValueError as err:  # a malformed runs file (JSON errors are ValueErrors), too few runs
+        print(f"error: {str(err).splitlines()[0] if str(err) else type(err).__name__}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:  # a folder given as the runs file, an output folder that cannot be written
+        print(f"error: cannot use {err.filename or args.runs} ({err.strerror or err})", file=sys.stderr)
         sys.exit(2)
     fit = result["fit"]
     print(f"{FORMULA}  ({fit['n_points']} runs, {result['fitted_on']}, rmse {fit['rmse']:.3g})")
