@@ -40,7 +40,7 @@ def visualize(
     from shortcutlens.build import build_components, build_data
     from shortcutlens.checkpoint import CheckpointError, load_checkpoint
     from shortcutlens.data.loader import to_float
-    from shortcutlens.data.shortcuts import edit_ratio
+    from shortcutlens.eval.lens_edit import edit_summary, lens_edits
     from shortcutlens.visualize import edit_concentration, edit_grid, edit_map_figure, mean_edit_map, save_png
 
     device = device or torch.device("cpu")
@@ -82,15 +82,16 @@ def visualize(
     first = prepare(images[:num_images])
     grid_png = save_png(edit_grid(first, edit(first), title=f"{about} · {split} images"), out / "edits.png")
 
-    edits = torch.cat([edit(x) - x for x in (prepare(chunk) for chunk in images.split(256))])
+    edits = torch.cat([lens_edits(lens, x) for x in (prepare(chunk) for chunk in images.split(256))])
     mean_map = mean_edit_map(edits)
     concentration = edit_concentration(mean_map)
-    result: dict[str, Any] = {"checkpoint": str(checkpoint), "step": int(state["step"]), "images": int(edits.shape[0]),
-                              "mean_abs_edit": edits.abs().mean().item(), "shortcut": spec.get("shortcut", {}).get("name"),
-                              "concentration": concentration, "edits_png": str(grid_png)}
     region = parts.shortcut.region(*mean_map.shape, device=edits.device) if parts.shortcut is not None else None
-    if region is not None:
-        result["edit_inside_outside"] = edit_ratio(edits, region)
+    summary = edit_summary(edits, region)  # the lens_edit evaluator's numbers (shortcutlens.eval.lens_edit)
+    result: dict[str, Any] = {"checkpoint": str(checkpoint), "step": int(state["step"]), "images": int(edits.shape[0]),
+                              "mean_abs_edit": summary["mean_abs_edit"], "shortcut": spec.get("shortcut", {}).get("name"),
+                              "concentration": concentration, "edits_png": str(grid_png)}
+    if "edit_ratio" in summary:
+        result["edit_inside_outside"] = summary["edit_ratio"]
     figure = edit_map_figure(mean_map, title=f"{about}\nmean |edit| over {edits.shape[0]} {split} images",
                              region=region, box=concentration["hot_box"])
     result["mean_edit_png"] = str(save_png(figure, out / "mean_edit.png"))
