@@ -208,8 +208,13 @@ class FeatureSource:
 
     # ------------------------------------------------------------------ features
     def _fingerprint(self, what: str) -> str:
+        """The weights' part of a cache key. A source's weights are fixed for its lifetime, so an in-memory
+        cache (no ``cache_dir``) keys on the module itself: no hashing of (device) weights, which for a
+        giant ViT is gigabytes copied to the host for the training loop's throwaway source."""
         if what not in self._fingerprints:
-            self._fingerprints[what] = fingerprint_modules([self.backbone if what == "backbone" else self.lens])
+            module = self.backbone if what == "backbone" else self.lens
+            self._fingerprints[what] = (fingerprint_modules([module]) if self.cache.directory is not None
+                                        else f"{what}@{id(module)}")
         return self._fingerprints[what]
 
     def _split_key(self, split: Split) -> str:
