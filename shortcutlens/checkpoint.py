@@ -26,6 +26,7 @@ import hashlib
 import os
 import pickle
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -168,7 +169,7 @@ def _unreadable(path: Path, err: BaseException) -> CheckpointError:
     text = str(err)
     if size == 0:
         why = "the file is empty (0 bytes: its write never finished)"
-    elif isinstance(err, pickle.UnpicklingError) or "Weights only load failed" in text:
+    elif "Unsupported global" in text or "GLOBAL" in text:  # weights_only refused to import a callable
         why = ("it holds pickled Python objects besides tensors and plain values, which are never loaded (they "
                "could run code); only load checkpoints that shortcutlens wrote")
     elif "zip archive" in text or "central directory" in text or isinstance(err, (EOFError, pickle.UnpicklingError)):
@@ -193,7 +194,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path} (pass a .pt file or a run directory with checkpoints/latest.pt)")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols on hostile files: one line only
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 (any unpickling failure means the same to the user)
         raise _unreadable(path, err) from err
     if not isinstance(state, dict):
