@@ -19,8 +19,9 @@ the previous defaults (all 54,000 train images, batches of 512, a float64 solver
     .venv/bin/python experiments/bench_probe.py --compare       # + the previous defaults (about 2 min more)
     .venv/bin/python experiments/bench_probe.py --threads 2
 
-Prints a Markdown table and writes ``experiments/results/bench_probe.json`` (with the machine's load
-average before and after: the machine may be shared).
+Prints a Markdown table and writes ``experiments/results/bench_probe.json``: each step's CPU time (what it
+costs on a core of its own) and wall time, and the machine's load average before and after (it may be
+shared).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -66,9 +68,16 @@ def build_trainer(run_dir: Path):
 
 
 def timed(fn):
-    start = time.perf_counter()
+    """``(fn(), (wall seconds, CPU seconds of this process))``: on a shared machine the CPU time is what the
+    step costs on its own core; the wall time also holds the waiting for one."""
+    wall, cpu = time.perf_counter(), time.process_time()
     out = fn()
-    return out, time.perf_counter() - start
+    return out, (time.perf_counter() - wall, time.process_time() - cpu)
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def probe_command(checkpoint: Path, out: Path, threads: int) -> dict:
@@ -76,11 +85,11 @@ def probe_command(checkpoint: Path, out: Path, threads: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [sys.executable, "-m", "shortcutlens.cli.probe", f"checkpoint={checkpoint}", f"run_dir={out}",
                "cache=false", "progress=false", "device=cpu"]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), children_cpu()
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, children_cpu() - cpu
     probe = json.loads((out / "probe.json").read_text())
-    return {"command": "shortcutlens-probe " + " ".join(command[3:]), "wall_s": wall,
+    return {"command": "shortcutlens-probe " + " ".join(command[3:]), "wall_s": wall, "cpu_s": cpu,
             "evaluators": {name: round(e["seconds"], 1) for name, e in probe["evaluators"].items()},
             "linear_top1": probe["evaluators"]["linear"]["metrics"].get("linear/raw/pooled/top1")}
 
@@ -115,18 +124,19 @@ def main() -> None:
                      f"pretext acc {results['pretext_acc']:.3f}"))
         trainer.save(run_dir / "checkpoints" / "latest.pt")
         command = probe_command(run_dir, Path(tmp) / "probe", args.threads)
-        rows.append(("shortcutlens-probe, default evaluators (fresh process, no cache)", command["wall_s"],
+        rows.append(("shortcutlens-probe, default evaluators (fresh process, no cache)",
+                     (command["wall_s"], command["cpu_s"]),
                      ", ".join(f"{k} {v:.1f} s" for k, v in command["evaluators"].items())))
     load_after = os.getloadavg()
 
     print(f"\n{args.threads} thread(s); load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
           f"({os.cpu_count()} cores)\n")
-    print("| step | seconds | notes |\n|---|---|---|")
-    for name, seconds, note in rows:
-        print(f"| {name} | {seconds:.1f} | {note} |")
+    print("| step | CPU s | wall s | notes |\n|---|---|---|---|")
+    for name, (wall, cpu), note in rows:
+        print(f"| {name} | {cpu:.1f} | {wall:.1f} | {note} |")
     payload = {"run": "shortcutlens-train " + " ".join(RUN), "threads": args.threads,
                "probe_settings": {k: getattr(probe_cfg, k) for k in ("max_train", "batch_size", "precision", "max_iter")},
-               "rows": [{"step": n, "seconds": round(s, 2), "notes": t} for n, s, t in rows],
+               "rows": [{"step": n, "wall_s": round(w, 2), "cpu_s": round(c, 2), "notes": t} for n, (w, c), t in rows],
                "probe_command": command, "load_average_before": load_before, "load_average_after": load_after,
                "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__}}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
