@@ -183,7 +183,7 @@ LENS: dict[str, dict[str, Rule]] = {
 
 PROBE: dict[str, Rule] = {
     "features": one_of("raw", "lensed", "concat"), "l2": NON_NEGATIVE, "untrained": boolean(), "batch_size": COUNT,
-    "max_iter": COUNT, "max_train": integer(0),
+    "max_iter": COUNT, "max_train": integer(0), "l2_grid": list_of(POSITIVE), "precision": one_of("float32", "float64"),
 }
 
 # Below 8 px the U-Net lens has no level to run and the patch tasks have no tiles to cut.
@@ -196,7 +196,9 @@ DATA: dict[str, dict[str, Rule]] = {
     "cifar10": {"download": boolean()},
     "cifar100": {"download": boolean()},
     "stl10": {"download": boolean(), "unlabeled": boolean()},
-    "imagefolder": {"grayscale": boolean(), "test_fraction": number(0, 1, lo_open=True, hi_open=True)},
+    "imagefolder": {"grayscale": boolean(), "test_fraction": number(0, 1, lo_open=True, hi_open=True),
+                    "stream": Rule("auto, true or false", lambda v: v == "auto" or isinstance(v, bool)),
+                    "max_memory_gb": POSITIVE, "workers": integer(0, 256)},
     "synthetic": {"channels": one_of(1, 3), "num_classes": integer(2, 64), "num_train": integer(2),
                   "num_test": integer(1)},
 }
@@ -252,7 +254,8 @@ TOP_PROBE: dict[str, Rule] = {
 EVALUATOR: dict[str, dict[str, Rule]] = {
     "linear": {"layers": TAPS, "which": WHICH, "l2_grid": list_of(POSITIVE, min_len=1),
                "val_fraction": number(0, 1, lo_open=True, hi_open=True), "max_iter": COUNT,
-               "precision": one_of("float32", "float64")},
+               "precision": one_of("float32", "float64"), "max_train": integer(0), "train_split": one_of(*SPLITS),
+               "val_split": optional(one_of(*SPLITS))},
     "fewshot": {"layers": TAPS, "which": WHICH, "shots": list_of(COUNT, min_len=1), "seeds": COUNT,
                 "l2": Rule("a number > 0 or a non-empty list of them",
                            lambda v: POSITIVE.test(v) or list_of(POSITIVE, min_len=1).test(v)),
@@ -376,7 +379,10 @@ def check_lens_mode(mode: str, pretext_name: str) -> None:
         adversary = None
     checker = getattr(adversary, "check_mode", None) if adversary is not None else None
     if checker is not None:
-        checker(mode=mode, pretext=pretext_name)
+        try:
+            checker(mode=mode, pretext=pretext_name)
+        except ValueError as err:
+            raise ConfigError(f"lens.mode={mode}: {str(err).splitlines()[0]}") from err
         return
     modes = ("full", "least_likely", "random_wrong")
     if mode not in modes and mode != "auto":
