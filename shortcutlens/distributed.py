@@ -89,14 +89,6 @@ def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return _GatherWithGrad.apply(x)
 
 
-def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
-    if is_distributed():
-        x = x.clone()
-        dist.all_reduce(x, op=dist.ReduceOp.SUM)
-        x /= dist.get_world_size()
-    return x
-
-
 def broadcast_object(obj: object, src: int = 0) -> object:
     """``obj`` as rank ``src`` has it, on every rank (a decision one rank makes, e.g. whether to resume)."""
     if not is_distributed():

@@ -57,6 +57,7 @@ def _block(cin: int, cout: int) -> nn.Sequential:
     )
 
 
+@LENSES.register("unet")
 class UNetLens(nn.Module):
     """Args:
     in_chans: image channels (the lens outputs the same number).
@@ -149,22 +150,6 @@ class UNetLens(nn.Module):
 @LENSES.register("none")
 def no_lens(**_: Any) -> None:
     return None
-
-
-@LENSES.register("unet")
-def unet(
-    *,
-    in_chans: int = 3,
-    img_size: int = 32,
-    width: int = 32,
-    max_levels: int = 4,
-    constraint: str = "budget",
-    budget: float = 0.02,
-    clamp: bool = True,
-    stride: int = 1,
-) -> UNetLens:
-    return UNetLens(in_chans=in_chans, img_size=img_size, width=width, max_levels=max_levels,
-                    constraint=constraint, budget=budget, clamp=clamp, stride=stride)
 
 
 class _GradientReversal(torch.autograd.Function):

@@ -19,28 +19,26 @@ TINY = ("data=synthetic", "data.num_train=32", "data.num_test=16", "lens=unet", 
         "trainer.progress=false", "probe.untrained=false", "probe.max_iter=5", "device=cpu")
 
 
-def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
-    """Run ``shortcutlens-train args`` in this process: (exit status, stderr)."""
+def train(*args: str) -> int:
+    """``shortcutlens-train args`` in this process; its exit status (0 when it returns)."""
     from shortcutlens.cli.train import main
 
-    old, sys.argv = sys.argv, ["shortcutlens-train", *args]
     torch.set_num_threads(1)
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    finally:
-        sys.argv = old
-    return code, capsys.readouterr().err
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", ["shortcutlens-train", *args])
+        try:
+            main()
+        except SystemExit as exit_:
+            return int(exit_.code or 0)
+    return 0
 
 
 @pytest.mark.parametrize(("pretext", "resolved"), [(("pretext=exemplar", "pretext.copies=2", "pretext.embed_dim=16"), "full"),
                                                    (("pretext=rotation",), "random_wrong")])
 def test_auto_resolves_per_pretext_and_the_run_records_it(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                           pretext: tuple[str, ...], resolved: str) -> None:
-    code, err = cli(capsys, *TINY, *pretext, f"run_dir={tmp_path}")
-    assert code == 0, err
+    code = train(*TINY, *pretext, f"run_dir={tmp_path}")
+    assert code == 0, capsys.readouterr().err
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["lens_mode"] == resolved
     assert metrics["settings"]["adversary"]["mode"] == resolved
@@ -56,7 +54,7 @@ def test_auto_resolves_per_pretext_and_the_run_records_it(tmp_path: Path, capsys
 ])
 def test_a_mode_that_cannot_be_played_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                         args: tuple[str, ...], message: str) -> None:
-    code, err = cli(capsys, *TINY, *args, f"run_dir={tmp_path}")
+    code, err = train(*TINY, *args, f"run_dir={tmp_path}"), capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(lines) == 1 and message in lines[0], err
     assert not (tmp_path / "metrics.json").exists()

@@ -18,15 +18,14 @@ only accepts the image size it was built for.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from shortcutlens.backbones import BACKBONES
-from shortcutlens.backbones.patches import block_intermediates, parse_variant, patch_grid
+from shortcutlens.backbones.patches import BlockStack, parse_variant, patch_grid
 from shortcutlens.backbones.stochastic_depth import DropPath, drop_path_rates
 
 
@@ -72,7 +71,7 @@ class MixerBlock(nn.Module):
         return x + self.drop_path(self.channel_mlp(self.norm2(x)))
 
 
-class MlpMixer(nn.Module):
+class MlpMixer(BlockStack):
     """MLP-Mixer feature extractor following the shared backbone interface (no classification head).
 
     Args:
@@ -121,9 +120,6 @@ class MlpMixer(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=fan_in**-0.5)
                 nn.init.zeros_(m.bias)
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, H, W) -> (B, S, C)`` per-patch linear embedding."""
         h, w = x.shape[-2:]
@@ -135,56 +131,22 @@ class MlpMixer(nn.Module):
             )
         return self.stem(x).flatten(2).transpose(1, 2)
 
-    def _block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            return checkpoint(block, x, use_reentrant=False)
-        return block(x)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C_in, H, W) -> (B, S, C)`` normalised tokens."""
-        return block_intermediates(self, x, [-1])[0]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, H, W) -> (B, C)`` global average of the tokens."""
         return self.forward_features(x).mean(dim=1)
 
-    @property
-    def num_intermediates(self) -> int:
-        return 1 + self.depth
-
-    def forward_intermediates(self, x: torch.Tensor, layers: int | Sequence[int] | None = None) -> list[torch.Tensor]:
-        """Tokens after the stem (index 0) and after each block (1..depth); the last one includes the
-        final LayerNorm and equals ``forward_features``. ``layers`` as in ``ResNet.forward_intermediates``.
-
-        Returns:
-            list of ``(B, S, C)`` tensors, in the order of the requested indices.
-        """
-        return block_intermediates(self, x, layers)
-
 
 @BACKBONES.register("mixer")
-def mixer(
-    *,
-    variant: str = "S/16",
-    img_size: int | tuple[int, int] = 224,
-    in_chans: int = 3,
-    drop_path_rate: float = 0.0,
-    grad_checkpointing: bool = False,
-    hidden: int | None = None,
-    depth: int | None = None,
-    tokens_mlp: int | None = None,
-    channels_mlp: int | None = None,
-) -> MlpMixer:
-    """``create_backbone("mixer", variant="B/16", img_size=224)``.
+def mixer(*, variant: str = "S/16", hidden: int | None = None, depth: int | None = None, tokens_mlp: int | None = None,
+          channels_mlp: int | None = None, **kwargs: Any) -> MlpMixer:
+    """``create_backbone("mixer", variant="B/16", img_size=224)``; other keyword arguments (``img_size``,
+    ``in_chans``, ``drop_path_rate``, ``grad_checkpointing``) are ``MlpMixer``'s.
 
     ``hidden``/``depth``/``tokens_mlp``/``channels_mlp`` override the variant's row (tiny models for
     tests and CPU sweeps); the patch size always comes from the variant string.
     """
     _, size, patch_size = parse_variant(variant, VARIANTS, model="MLP-Mixer")
-    model = MlpMixer(
-        hidden=hidden or size.hidden, depth=depth or size.depth, tokens_mlp=tokens_mlp or size.tokens_mlp,
-        channels_mlp=channels_mlp or size.channels_mlp, patch_size=patch_size, img_size=img_size,
-        in_chans=in_chans, drop_path_rate=drop_path_rate, grad_checkpointing=grad_checkpointing,
-    )
+    model = MlpMixer(hidden=hidden or size.hidden, depth=depth or size.depth, tokens_mlp=tokens_mlp or size.tokens_mlp,
+                     channels_mlp=channels_mlp or size.channels_mlp, patch_size=patch_size, **kwargs)
     model.variant = variant
     return model

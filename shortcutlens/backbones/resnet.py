@@ -41,67 +41,76 @@ def _conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 1, stride=stride, bias=False)
 
 
-class BasicBlock(nn.Module):
+class _ResidualBlock(nn.Module):
+    """What the two block kinds share: the shortcut and the order of norms, activations and convolutions.
+
+    v1 (post-activation, He et al., CVPR 2016): ``relu(bn(conv(x)))`` per conv, the last one's ReLU after
+    the sum; v2 (pre-activation, He et al., ECCV 2016) normalises the block's *input*: ``conv(relu(bn(x)))``
+    per conv, and the projection shortcut reads the normalised input. Subclasses build ``conv1..k`` and
+    ``bn1..k``, then ``add_shortcut`` (in that order: the order of creation is the order of the random
+    initialisation and of the parameters), and list the pairs in ``layers()``."""
+
+    expansion = 1
+
+    def add_shortcut(self, cin: int, cout: int, stride: int) -> None:
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = _conv1x1(cin, cout, stride) if stride != 1 or cin != cout else None
+        self.shortcut_bn = nn.BatchNorm2d(cout) if (self.shortcut is not None and not self.preact) else None
+
+    def layers(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (conv1, bn1), *rest = self.layers()
+        if self.preact:
+            out = self.relu(bn1(x))
+            skip = self.shortcut(out) if self.shortcut is not None else x
+            out = conv1(out)
+            for conv, bn in rest:
+                out = conv(self.relu(bn(out)))
+            return out + skip
+        skip = x if self.shortcut is None else self.shortcut_bn(self.shortcut(x))
+        out = bn1(conv1(x))
+        for conv, bn in rest:
+            out = bn(conv(self.relu(out)))
+        return self.relu(out + skip)
+
+
+class BasicBlock(_ResidualBlock):
     expansion = 1
 
     def __init__(self, cin: int, planes: int, stride: int, preact: bool) -> None:
         super().__init__()
-        cout = planes * self.expansion
-        self.preact = preact
+        cout, self.preact = planes * self.expansion, preact
         self.conv1 = _conv3x3(cin, planes, stride)
         self.conv2 = _conv3x3(planes, cout)
-        # v2 normalises the block's *input*; v1 normalises each conv's output.
         self.bn1 = nn.BatchNorm2d(cin if preact else planes)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.shortcut = _conv1x1(cin, cout, stride) if stride != 1 or cin != cout else None
-        self.shortcut_bn = nn.BatchNorm2d(cout) if (self.shortcut is not None and not preact) else None
+        self.add_shortcut(cin, cout, stride)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.preact:
-            out = self.relu(self.bn1(x))
-            skip = self.shortcut(out) if self.shortcut is not None else x
-            out = self.conv1(out)
-            out = self.conv2(self.relu(self.bn2(out)))
-            return out + skip
-        skip = x if self.shortcut is None else self.shortcut_bn(self.shortcut(x))
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + skip)
+    def layers(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+        return [(self.conv1, self.bn1), (self.conv2, self.bn2)]
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_ResidualBlock):
     expansion = 4
 
     def __init__(self, cin: int, planes: int, stride: int, preact: bool) -> None:
         super().__init__()
-        cout = planes * self.expansion
-        self.preact = preact
+        cout, self.preact = planes * self.expansion, preact
         self.conv1 = _conv1x1(cin, planes)
         self.conv2 = _conv3x3(planes, planes, stride)  # stride on the 3x3 ("ResNet v1.5")
         self.conv3 = _conv1x1(planes, cout)
         self.bn1 = nn.BatchNorm2d(cin if preact else planes)
         self.bn2 = nn.BatchNorm2d(planes)
         self.bn3 = nn.BatchNorm2d(planes if preact else cout)
-        self.relu = nn.ReLU(inplace=True)
-        self.shortcut = _conv1x1(cin, cout, stride) if stride != 1 or cin != cout else None
-        self.shortcut_bn = nn.BatchNorm2d(cout) if (self.shortcut is not None and not preact) else None
+        self.add_shortcut(cin, cout, stride)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.preact:
-            out = self.relu(self.bn1(x))
-            skip = self.shortcut(out) if self.shortcut is not None else x
-            out = self.conv1(out)
-            out = self.conv2(self.relu(self.bn2(out)))
-            out = self.conv3(self.relu(self.bn3(out)))
-            return out + skip
-        skip = x if self.shortcut is None else self.shortcut_bn(self.shortcut(x))
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + skip)
+    def layers(self) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
+        return [(self.conv1, self.bn1), (self.conv2, self.bn2), (self.conv3, self.bn3)]
 
 
+@BACKBONES.register("resnet")
 class ResNet(nn.Module):
     """ResNet feature extractor following the shared backbone interface.
 
@@ -211,16 +220,3 @@ class ResNet(nn.Module):
             x = stage(x)
             outs[i] = self.final_norm(x) if i == len(self.stages) else x
         return [outs[i] for i in indices]
-
-
-@BACKBONES.register("resnet")
-def resnet(
-    *,
-    depth: int = 18,
-    version: int = 1,
-    width: float = 1.0,
-    in_chans: int = 3,
-    img_size: int = 224,
-    stem: str = "auto",
-) -> ResNet:
-    return ResNet(depth=depth, version=version, width=width, in_chans=in_chans, img_size=img_size, stem=stem)

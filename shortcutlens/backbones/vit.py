@@ -22,16 +22,15 @@ resampled bicubically and sin-cos ones recomputed when the grid differs from ``i
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from shortcutlens.backbones import BACKBONES
-from shortcutlens.backbones.patches import block_intermediates, parse_variant, patch_grid
+from shortcutlens.backbones.patches import BlockStack, parse_variant, patch_grid
 from shortcutlens.backbones.stochastic_depth import DropPath, drop_path_rates
 
 
@@ -152,7 +151,7 @@ class MAPHead(nn.Module):
         return y[:, 0]
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(BlockStack):
     """ViT feature extractor following the shared backbone interface (no classification head).
 
     Args:
@@ -223,9 +222,6 @@ class VisionTransformer(nn.Module):
         if self.map_head is not None:
             nn.init.xavier_uniform_(self.map_head.probe.view(1, -1))
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.grad_checkpointing = enable
-
     def _position_embedding(self, grid_h: int, grid_w: int) -> torch.Tensor:
         """``(1, grid_h·grid_w, D)``: the stored table, or one resampled for another grid."""
         if (grid_h, grid_w) == self.grid:
@@ -245,15 +241,6 @@ class VisionTransformer(nn.Module):
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
         return x
 
-    def _block(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.grad_checkpointing and torch.is_grad_enabled():
-            return checkpoint(block, x, use_reentrant=False)
-        return block(x)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W) -> (B, [1 +] N, D)`` normalised output tokens."""
-        return block_intermediates(self, x, [-1])[0]
-
     def pool_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """``(B, [1 +] N, D) -> (B, D)`` with the configured pooling."""
         if self.pool == "tok":
@@ -266,48 +253,19 @@ class VisionTransformer(nn.Module):
         """``(B, C, H, W) -> (B, num_features)`` pooled features."""
         return self.pool_tokens(self.forward_features(x))
 
-    @property
-    def num_intermediates(self) -> int:
-        return 1 + self.depth
-
-    def forward_intermediates(self, x: torch.Tensor, layers: int | Sequence[int] | None = None) -> list[torch.Tensor]:
-        """Tokens after the embedding (index 0) and after each block (1..depth).
-
-        Args:
-            layers: indices to return (negative counts from the end), an int ``n`` for the last ``n``,
-                or ``None`` for all. The last block's tokens include the final LayerNorm, so they equal
-                ``forward_features``.
-        Returns:
-            list of ``(B, [1 +] N, D)`` tensors, in the order of the requested indices.
-        """
-        return block_intermediates(self, x, layers)
-
 
 @BACKBONES.register("vit")
-def vit(
-    *,
-    variant: str = "Ti/16",
-    img_size: int | tuple[int, int] = 224,
-    in_chans: int = 3,
-    pool: str = "gap",
-    posemb: str = "learn",
-    drop_path_rate: float = 0.0,
-    grad_checkpointing: bool = False,
-    width: int | None = None,
-    depth: int | None = None,
-    mlp_dim: int | None = None,
-    num_heads: int | None = None,
-) -> VisionTransformer:
-    """``create_backbone("vit", variant="B/16", img_size=224, pool="map")``.
+def vit(*, variant: str = "Ti/16", width: int | None = None, depth: int | None = None, mlp_dim: int | None = None,
+        num_heads: int | None = None, **kwargs: Any) -> VisionTransformer:
+    """``create_backbone("vit", variant="B/16", img_size=224, pool="map")``; other keyword arguments
+    (``img_size``, ``in_chans``, ``pool``, ``posemb``, ``drop_path_rate``, ``grad_checkpointing``) are
+    ``VisionTransformer``'s.
 
     ``width``/``depth``/``mlp_dim``/``num_heads`` override the variant's row (tiny models for tests
     and CPU sweeps); the patch size always comes from the variant string.
     """
     _, size, patch_size = parse_variant(variant, VARIANTS, model="ViT")
-    model = VisionTransformer(
-        width=width or size.width, depth=depth or size.depth, mlp_dim=mlp_dim or size.mlp_dim,
-        num_heads=num_heads or size.num_heads, patch_size=patch_size, img_size=img_size, in_chans=in_chans,
-        pool=pool, posemb=posemb, drop_path_rate=drop_path_rate, grad_checkpointing=grad_checkpointing,
-    )
+    model = VisionTransformer(width=width or size.width, depth=depth or size.depth, mlp_dim=mlp_dim or size.mlp_dim,
+                              num_heads=num_heads or size.num_heads, patch_size=patch_size, **kwargs)
     model.variant = variant
     return model
