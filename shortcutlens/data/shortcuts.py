@@ -190,7 +190,9 @@ class InstanceCode(Shortcut):
     ``position`` spelling a hash of the source image, the same on every view of one image and different
     between images (65,536 codes for 16 bits: in a batch of 64 images, two share a code with a chance of
     about 3%). Exemplar and contrastive learn to tell instances apart; reading the code does it without
-    looking at the object.
+    looking at the object. At 32 px, cells of 2 px (an 8x8 block) are read within 300 steps of
+    contrastive training (98% pretext accuracy against 20% on clean images); 1-px cells were not read
+    at all in that time.
 
     The hash is of the image's 8-bit pixels (fixed pseudo-random weights, then an integer mix), so it is
     unrelated to the image's content in any way a linear probe could use, and it is deterministic: the
@@ -203,7 +205,7 @@ class InstanceCode(Shortcut):
 
     stage = "views"
 
-    def __init__(self, *, bits: int = 16, cell: int = 1, position: tuple[float, float] = (0.0, 0.0)) -> None:
+    def __init__(self, *, bits: int = 16, cell: int = 2, position: tuple[float, float] = (0.0, 0.0)) -> None:
         super().__init__()
         side = round(bits**0.5)
         if side * side != bits or not 1 <= bits <= 49:
