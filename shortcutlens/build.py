@@ -87,13 +87,8 @@ def build_components(spec: dict[str, Any], *, in_chans: int, image_size: int) ->
     backbone = create_backbone(name, in_chans=chans, img_size=trunk_size, **kw)
     pretext = create_pretext(pretext_name, num_features=backbone.num_features, **pretext_kw)
     name, kw = _split(spec.get("lens") or {"name": "none"})
-    lens = create_lens(name, in_chans=chans, img_size=pretext_input_size(pretext, image_size), **kw)
+    lens = create_lens(name, in_chans=chans, img_size=image_size, **kw)  # the lens edits whole images, before any tiling
     return Components(backbone, pretext, lens, shortcut, chans, image_size)
-
-
-def pretext_input_size(pretext: Pretext, image_size: int) -> int:
-    """Side of the images the lens edits: the pretext's view size when it declares one."""
-    return int(getattr(pretext, "lens_input_size", lambda s: s)(image_size))
 
 
 def trunk_input_size(name: str, kwargs: dict[str, Any], image_size: int) -> int:
