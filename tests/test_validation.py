@@ -176,11 +176,14 @@ def test_training_refuses_a_run_directory_in_use(tmp_path: Path) -> None:
     from shortcutlens.run_lock import RunDirInUseError
 
     proc = holder(tmp_path / "run")
+    record = tmp_path / "run" / "config.json"
+    record.write_text('{"the": "live run\'s config"}')
     try:
         cfg = compose(["data=synthetic", "trainer.steps=1", "probe.untrained=false", "trainer.progress=false"])
         with pytest.raises(RunDirInUseError, match="in use by training process"):
             run(cfg, str(tmp_path / "run"))
         assert not (tmp_path / "run" / "checkpoints").exists()
+        assert record.read_text() == '{"the": "live run\'s config"}'  # refused before writing anything
     finally:
         proc.kill()
         proc.wait()

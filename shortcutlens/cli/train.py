@@ -49,6 +49,10 @@ def run(cfg: dict[str, Any], run_dir: str) -> dict[str, Any]:
         apply_debug(cfg)
     device = resolve_device(cfg["device"])
     dist.init(device)
+    if dist.is_main():  # one training process per run directory, taken before anything is written into it
+        from shortcutlens.run_lock import RunLock
+
+        RunLock(run_dir).acquire()
     lens_module, game = lens_spec(cfg["lens"])
     spec = {"data": cfg["data"], "backbone": cfg["backbone"], "pretext": cfg["pretext"], "lens": lens_module,
             "shortcut": cfg["shortcut"]}
