@@ -85,7 +85,7 @@ def run(cfg: dict[str, Any], run_dir: str) -> dict[str, Any]:
 @clear_errors
 def main(cfg: DictConfig) -> None:
     resolved, run_dir = resolve_run(cfg)
-    if resolved.get("resume"):  # continue the recorded run, extended only where the overrides may extend it
+    if resolved.get("resume") is True:  # continue the recorded run, extended only where the overrides may extend it
         resolved = resume_from_hydra(resolved, run_dir)
     run(resolved, run_dir)
 
