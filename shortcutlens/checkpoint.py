@@ -70,7 +70,7 @@ def _digest_into(h: "hashlib._Hash", obj: Any) -> None:
         t = obj.detach()
         h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
         if t.numel():
-            h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())  # the buffer, no copy
     elif isinstance(obj, dict):
         h.update(b"{")
         for key in sorted(obj, key=lambda k: (type(k).__name__, str(k))):

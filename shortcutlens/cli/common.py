@@ -69,7 +69,8 @@ def hydra_errors(config_name: str) -> Callable[[Callable[..., Any]], Callable[..
     def decorate(app: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(app)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            before = os.environ.get("HYDRA_FULL_ERROR")
+            if before == "1":
                 return app(*args, **kwargs)
             os.environ["HYDRA_FULL_ERROR"] = "1"
             try:
@@ -81,7 +82,10 @@ def hydra_errors(config_name: str) -> Callable[[Callable[..., Any]], Callable[..
                 print(f"error: {message}", file=sys.stderr)
                 sys.exit(2)
             finally:
-                os.environ.pop("HYDRA_FULL_ERROR", None)
+                if before is None:
+                    os.environ.pop("HYDRA_FULL_ERROR", None)
+                else:
+                    os.environ["HYDRA_FULL_ERROR"] = before
 
         return wrapper
 
