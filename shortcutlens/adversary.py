@@ -1,4 +1,5 @@
-"""The lens game's objectives (``lens.mode``): what the lens maximises, and how its gradient reaches it.
+"""The lens game: the lens's objectives (``lens.mode``: what the lens maximises and how its gradient
+reaches it) and the feature extractor's side as one module (``Player``).
 
 Minderer, Bachem, Houlsby, Tschannen, "Automatic Shortcut Removal for Self-Supervised Representation
 Learning", ICML 2020 (arXiv 2002.08822). The feature extractor ``F`` minimises the pretext loss on lensed
@@ -40,7 +41,7 @@ the entry-point group ``shortcutlens.lens_modes``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -48,10 +49,13 @@ from torch import nn
 from shortcutlens.lens import reverse_gradient
 from shortcutlens.registry import Registry
 
+if TYPE_CHECKING:
+    from pretexts import Pretext
+
 OBJECTIVES = Registry("lens mode", entry_point_group="shortcutlens.lens_modes")
 AUTO = "auto"
 
-#: ``player(inputs, targets, n, objective) -> (loss, adv_loss | None, metrics)`` (``shortcutlens.train.loop.Player``)
+#: ``player(inputs, targets, n, objective) -> (loss, adv_loss | None, metrics)``: a ``Player``, or its DDP/FSDP wrapper
 PlayerFn = Callable[..., tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]]
 
 
@@ -169,6 +173,35 @@ class Entropy(TargetedObjective):
     def lens_loss(self, pretext: nn.Module, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         log_p = pretext.task_logits(features, targets).float().log_softmax(-1)
         return (log_p.exp() * log_p).sum(-1).mean()
+
+
+class Player(nn.Module):
+    """The feature extractor's side of the game as one module: backbone, pretext head and losses.
+
+    One module so that DDP and FSDP see a single forward pass that uses every parameter (a head called
+    outside its wrapper's forward would never have its gradient synchronised, and FSDP would find its
+    weights still sharded).
+
+    ``forward(inputs, targets, n, objective)`` -> ``(loss, adv_loss | None, metrics)``: the pretext loss on
+    ``inputs[:n]``, or, when ``inputs`` is longer (``feed_raw``: the raw copies ``inputs[n:]``), the mean of
+    that loss and the same loss on the raw copies; ``objective`` adds the lens's loss on ``inputs[:n]``.
+    """
+
+    def __init__(self, backbone: nn.Module, pretext: Pretext) -> None:
+        super().__init__()
+        self.backbone, self.pretext = backbone, pretext
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, n: int | None = None,
+                objective: Objective | None = None) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
+        n = inputs.shape[0] if n is None else n
+        features = self.pretext.embed(self.backbone, inputs)
+        loss, metrics = self.pretext.loss(features[:n], targets)
+        if features.shape[0] > n:  # one batch of 2n images: the mean loss, so the step is no larger than without
+            raw_loss, raw_metrics = self.pretext.loss(features[n:], targets)
+            loss = (loss + raw_loss) / 2
+            metrics["acc_raw"] = raw_metrics["acc"]
+        adv_loss = objective.lens_loss(self.pretext, features[:n], targets) if objective is not None else None
+        return loss, adv_loss, metrics
 
 
 def least_likely_targets(logits: torch.Tensor) -> torch.Tensor:

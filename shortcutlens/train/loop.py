@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from pretexts import Pretext
 from shortcutlens import distributed as dist
+from shortcutlens.adversary import Player, create_objective
 from shortcutlens.checkpoint import (CheckpointError, NonFiniteLossError, find_nonfinite, load_checkpoint,
                                      remove_stale_temporaries, save_checkpoint, unwrap)
 from shortcutlens.data import ImageData
@@ -45,7 +46,6 @@ from shortcutlens.data.augment import build_augment
 from shortcutlens.data.loader import BatchLoader, to_float
 from shortcutlens.data.shortcuts import Shortcut, shortcut_views
 from shortcutlens.flops import flop_counter, training_compute
-from shortcutlens.adversary import Objective, create_objective
 from shortcutlens.train import measure
 from shortcutlens.train.config import AdversaryConfig, ProbeConfig, TrainerConfig
 from shortcutlens.train.optim import build_optimizer, lr_at, param_groups, set_lr
@@ -55,35 +55,6 @@ from shortcutlens.visualize import save_png
 
 def step_seed(seed: int, rank: int, step: int) -> int:
     return (seed * 1_000_003 + rank * 10_007 + step) % (2**63 - 1)
-
-
-class Player(nn.Module):
-    """The feature extractor's side of the game as one module: backbone, pretext head and losses.
-
-    One module so that DDP and FSDP see a single forward pass that uses every parameter (a head called
-    outside its wrapper's forward would never have its gradient synchronised, and FSDP would find its
-    weights still sharded).
-
-    ``forward(inputs, targets, n, objective)`` -> ``(loss, adv_loss | None, metrics)``: the pretext loss on
-    ``inputs[:n]``, or, when ``inputs`` is longer (``feed_raw``: the raw copies ``inputs[n:]``), the mean of
-    that loss and the same loss on the raw copies; ``objective`` adds the lens's loss on ``inputs[:n]``.
-    """
-
-    def __init__(self, backbone: nn.Module, pretext: Pretext) -> None:
-        super().__init__()
-        self.backbone, self.pretext = backbone, pretext
-
-    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, n: int | None = None,
-                objective: Objective | None = None) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor]]:
-        n = inputs.shape[0] if n is None else n
-        features = self.pretext.embed(self.backbone, inputs)
-        loss, metrics = self.pretext.loss(features[:n], targets)
-        if features.shape[0] > n:  # one batch of 2n images: the mean loss, so the step is no larger than without
-            raw_loss, raw_metrics = self.pretext.loss(features[n:], targets)
-            loss = (loss + raw_loss) / 2
-            metrics["acc_raw"] = raw_metrics["acc"]
-        adv_loss = objective.lens_loss(self.pretext, features[:n], targets) if objective is not None else None
-        return loss, adv_loss, metrics
 
 
 def resolve_amp(amp: str, device: torch.device) -> bool:
