@@ -40,10 +40,15 @@ def test_the_probe_logs_each_step_with_its_time(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="shortcutlens"):
         result = trainer.run_probe(desc="probe (untrained)")
     lines = [r.getMessage() for r in caplog.records]
-    assert any(line.startswith("features train [raw]: 58 images, pooled in ") for line in lines)  # 64 − 6 val
+    assert any(line.startswith("features train [clean, raw]: 58 images, pooled in ") for line in lines)  # 64 − 6 val
     assert any(line.startswith("features test [clean, raw]: 16 images") for line in lines)
     assert any(line.startswith("linear [raw/pooled]: 58 x 64 features") for line in lines)
     assert f"probe (untrained): top-1 {result['accuracy']:.4f} on 58 + 16 images" in " ".join(lines)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="shortcutlens"):
+        acc = trainer.pretext_accuracy(with_shortcut=False, through_lens=False)
+    assert any(r.getMessage().startswith(f"pretext accuracy (clean, raw): {acc:.4f} on 16 test images in ")
+               for r in caplog.records)
 
 
 def test_the_default_probe_is_a_fixed_subset_of_the_training_images(tmp_path):

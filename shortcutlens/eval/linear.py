@@ -237,7 +237,7 @@ class LinearEvaluator(Evaluator):
         pool_split = self.pool(source)
         for which in ([self.which] if isinstance(self.which, str) else self.which):
             pool, pool_y = source.features(pool_split, layers=self.layers, which=which,
-                                           desc=f"features {self.train_split} [{which}]")
+                                           desc=f"features {self.train_split} [clean, {which}]")
             test, test_y = source.features("test", layers=self.layers, which=which)
             val = val_y = rest = held = None
             if len(grid) > 1 and self.val_split is not None:

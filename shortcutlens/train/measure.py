@@ -70,11 +70,15 @@ def test_pretext_accuracy(*, player: nn.Module, lens: nn.Module | None, images: 
                           clean: bool, seed: int, amp: bool, device: torch.device) -> float:
     """Pretext accuracy of the head on ``images`` (batches of 256, views seeded once by ``seed``), in eval
     mode (the head too: the patch tasks' heads have dropout), through ``lens`` when given."""
+    start = time.perf_counter()
     with evaluating(player):
         torch.manual_seed(seed)
         views = (make_views(to_float(x.to(device)), clean=clean, pretext=player.pretext) for x in images.split(256))
-        return pretext_accuracy(head_scorer(player.backbone, player.pretext), views, lenses=(lens,), amp=amp,
-                                device_type=device.type)[0]
+        acc = pretext_accuracy(head_scorer(player.backbone, player.pretext), views, lenses=(lens,), amp=amp,
+                               device_type=device.type)[0]
+    log.info("pretext accuracy (%s, %s): %.4f on %d test images in %.1f s", "clean" if clean else "with the shortcut",
+             "raw" if lens is None else "through the lens", acc, len(images), time.perf_counter() - start)
+    return acc
 
 
 def linear_probe(*, player: nn.Module, lens: nn.Module | None, data: ImageData, shortcut: Shortcut | None,
