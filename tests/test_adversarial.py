@@ -79,16 +79,15 @@ def test_targeted_modes_give_each_player_its_own_gradient(tmp_path, mode):
     logits = trainer.pretext.logits(features)
     if mode == "least_likely":
         adv_targets = logits.detach().argmin(-1)
-    else:  # the loop draws these right after the views, from the same seeded stream
-        adv_targets = None
+    else:  # the step draws these right after the forward passes, from the same seeded stream
+        adv_targets = random_wrong_targets(targets, logits.shape[-1])
     want_model = torch.autograd.grad(loss, trainer.model_params, retain_graph=True, allow_unused=True)
     for g, w in zip(got_model, want_model):
         torch.testing.assert_close(g, w if w is not None else torch.zeros_like(g), rtol=1e-4, atol=1e-6)
-    if adv_targets is not None:
-        adv = torch.nn.functional.cross_entropy(logits, adv_targets)
-        want_lens = torch.autograd.grad(adv, lens_params)
-        for g, w in zip(got_lens, want_lens):
-            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+    adv = torch.nn.functional.cross_entropy(logits, adv_targets)
+    want_lens = torch.autograd.grad(adv, lens_params)
+    for g, w in zip(got_lens, want_lens):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
     assert any(g.abs().sum() > 0 for g in got_lens)
 
 
