@@ -30,9 +30,8 @@ EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 def read_picture(path: Path, *, channels: int, size: int | None, stride: int) -> torch.Tensor:
     """A picture as ``(1, channels, H, W)`` floats in [0, 1], resized to ``size`` (or trimmed to ``stride``)."""
-    from PIL import Image
-
     import numpy as np
+    from PIL import Image
 
     with Image.open(path) as im:
         im = im.convert("L" if channels == 1 else "RGB")

@@ -119,9 +119,9 @@ def contradiction(key: str, new: dict[str, Any], record: dict[str, Any]) -> tupl
         prefix = key
     flat_new, flat_rec = flatten(new), flatten(record)
     for k, v in flat_new.items():
-        if (not prefix or _under(k, (prefix,))) and k in flat_rec and not _under(k, EXTENDS + IGNORED + ("debug",)):
-            if flat_rec[k] != v:
-                return k, flat_rec[k], v
+        compared = (not prefix or _under(k, (prefix,))) and k in flat_rec and not _under(k, EXTENDS + IGNORED + ("debug",))
+        if compared and flat_rec[k] != v:
+            return k, flat_rec[k], v
     return None
 
 
@@ -132,7 +132,7 @@ def _checkpoint_state(path: Path) -> dict[str, Any]:
 
     try:  # mmap: only the few small entries read here come off the disk, not the weights
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # noqa: BLE001 (any unpickling failure means the same to the user)
+    except Exception as err:  # any unpickling failure means the same to the user
         raise CheckpointError(f"cannot read checkpoint {path}: {err}") from err
 
 
