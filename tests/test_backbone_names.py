@@ -69,6 +69,9 @@ def test_a_name_cannot_be_contradicted_by_its_keywords():
         create_backbone("resnet50", depth=18)
     with pytest.raises(ValueError, match="'vit_small_patch16' fixes variant='S/16'"):
         create_backbone("vit_small_patch16", variant="B/16")
+    # Saying what the name already says is no contradiction.
+    with torch.device("meta"):
+        assert create_backbone("resnet50", depth=50, version=1).num_features == 2048
 
 
 def test_unknown_name_lists_every_choice():

@@ -71,11 +71,11 @@ for _size, _patches in (("s", (16, 32)), ("b", (16, 32)), ("l", (16, 32)), ("h",
 
 def _alias_builder(alias: str, base: str, fixed: dict[str, Any]):
     def build(**kwargs: Any) -> nn.Module:
-        clash = sorted(set(kwargs) & set(fixed))
+        clash = sorted(k for k in set(kwargs) & set(fixed) if kwargs[k] != fixed[k])
         if clash:
             raise ValueError(f"backbone '{alias}' fixes {', '.join(f'{k}={fixed[k]!r}' for k in clash)}; to set "
                              f"{', '.join(clash)} use create_backbone('{base}', ...)")
-        return BACKBONES.create(base, **fixed, **kwargs)
+        return BACKBONES.create(base, **{**kwargs, **fixed})
 
     build.__doc__ = f"``create_backbone('{base}', {', '.join(f'{k}={v!r}' for k, v in fixed.items())})``."
     return build
