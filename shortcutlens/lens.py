@@ -5,7 +5,7 @@ Representation Learning", ICML 2020 (arXiv 2002.08822). The lens maps ``x`` to `
 feature extractor minimises the pretext loss on ``x'`` while the lens maximises it, held close to the
 input. Two ways to hold it close (``constraint``):
 
-- ``penalty`` (the paper): the training loop adds ``λ·mean((x − x')²)`` to the lens's loss;
+- ``penalty`` (the paper): the lens's objective (``shortcutlens.adversary``) adds ``λ·mean((x − x')²)`` to its loss;
 - ``budget`` (the idea of Viewmaker networks, Tamkin et al., ICLR 2021): the residual is projected
   onto an L1 ball, ``r ← r · min(1, budget / mean|r|)`` per image, so the lens can never spend more than
   ``budget`` of mean absolute edit and must *choose* where to spend it. The measured lead in
