@@ -71,6 +71,8 @@ class Objective:
 
     #: the objective reads the pretext's class logits (``Pretext.task_logits``)
     needs_classification: ClassVar[bool] = False
+    #: the registered name (``lens.mode``), set by ``create_objective``
+    name: str = ""
 
     def __init__(self, *, rec_weight: float = 0.0, reverse_scale: float = 1.0, feed_raw: bool = False) -> None:
         self.rec_weight, self.reverse_scale, self.feed_raw = rec_weight, reverse_scale, feed_raw
@@ -99,7 +101,7 @@ class Objective:
         ``params``: every parameter of both players, when they are the autograd graph's leaves (not under
         FSDP, whose sharded parameters are not): the last backward pass then fills only their gradients and
         skips the input gradient of the backbone's first layer at the leaf, which nothing reads (measured:
-        about 5% of a ``random_wrong`` step with the default ResNet on a CPU)."""
+        1–2% of a ``random_wrong`` step with the default ResNet on a CPU)."""
         n = inputs.shape[0]
         with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=amp):
             lensed = lens(inputs)
@@ -135,7 +137,7 @@ class TargetedObjective(Objective):
 
 @OBJECTIVES.register("full")
 class Full(Objective):
-    """``L_adv = −L_pretext`` (Minderer et al. 2020, Eq. 2): works with every pretext. Gradient reversal
+    """``L_adv = −L_pretext`` (Minderer et al. 2020, Sec. 3): works with every pretext. Gradient reversal
     shares the feature extractor's backward pass; with ``feed_raw`` a detached leaf instead, so that the
     lens is not also rewarded for the loss on the raw half (BatchNorm couples the two halves)."""
 
