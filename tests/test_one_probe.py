@@ -107,3 +107,29 @@ def test_evaluating_restores_every_submodule_mode():
     with evaluating(model, None):
         assert not any(m.training for m in model.modules())
     assert model.training and model[1].training and not model[0].training
+
+
+def test_a_streamed_folder_is_probed_as_the_same_folder_in_memory(tmp_path):
+    """An image folder too big for memory (streamed: files decoded in workers) gives the probe the same
+    features and numbers as in memory; the feature cache keys it by its files, none decoded to hash."""
+    import numpy as np
+    from PIL import Image
+
+    from shortcutlens import create_backbone, create_dataset
+    from shortcutlens.data.stream import StreamSplit
+
+    for c in range(3):
+        (tmp_path / f"class{c}").mkdir()
+        for i in range(12):
+            Image.fromarray(np.full((8, 8, 3), 20 * i + c, dtype=np.uint8)).save(tmp_path / f"class{c}" / f"{i}.png")
+    kw = {"root": str(tmp_path), "image_size": 8, "val_fraction": 0.2, "test_fraction": 0.25}
+    streamed = create_dataset("imagefolder", **kw, max_memory_gb=1e-9, workers=1)
+    in_memory = create_dataset("imagefolder", **kw)
+    assert isinstance(streamed.train, StreamSplit) and not isinstance(in_memory.train, StreamSplit)
+    torch.manual_seed(0)
+    backbone = create_backbone("resnet", depth=18, width=0.125, in_chans=3)
+    linear = create_evaluator("linear", l2_grid=[1e-4, 1.0], max_iter=10, max_train=20)
+    got = [dict(linear.run(FeatureSource(backbone=backbone, data=data))) for data in (streamed, in_memory)]
+    assert got[0] == pytest.approx(got[1], abs=1e-5) and got[0]["linear/raw/pooled/train_images"] == 20
+    feats = [FeatureSource(backbone=backbone, data=data).features("trainval")[0]["pooled"] for data in (streamed, in_memory)]
+    torch.testing.assert_close(feats[0], feats[1])

@@ -20,6 +20,7 @@ from torch import nn
 
 from shortcutlens.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from shortcutlens.data.base import Split
+from shortcutlens.data.stream import is_streamed
 
 
 def _hash_tensor(h: hashlib._Hash, t: torch.Tensor) -> None:
@@ -44,9 +45,13 @@ def fingerprint_modules(modules: Iterable[nn.Module | None]) -> str:
 
 
 def fingerprint_split(split: Split) -> str:
-    """SHA-1 over a split's images ``(N, C, H, W)`` and labels ``(N,)``."""
+    """SHA-1 over a split's images ``(N, C, H, W)`` and labels ``(N,)``; a streamed split's images by their
+    files' paths, sizes and modification times (``LazyImages.fingerprint``), none decoded."""
     h = hashlib.sha1()
-    _hash_tensor(h, split.images)
+    if is_streamed(split):
+        h.update(split.images.fingerprint().encode())
+    else:
+        _hash_tensor(h, split.images)
     _hash_tensor(h, split.labels)
     return h.hexdigest()
 

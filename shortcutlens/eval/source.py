@@ -33,6 +33,7 @@ from torch import nn
 
 from shortcutlens.data.base import ImageData, Split
 from shortcutlens.data.shortcuts import Shortcut
+from shortcutlens.data.stream import concat_streamed, is_streamed
 from shortcutlens.eval.cache import FeatureCache, fingerprint_modules, fingerprint_split, make_key
 from shortcutlens.eval.features import extract_layers, parse_layers, probe_backbone
 
@@ -183,7 +184,8 @@ class FeatureSource:
         if name == "trainval":
             if self._trainval is None:
                 tr, va = self.data.train, self.data.val
-                self._trainval = Split(torch.cat([tr.images, va.images]), torch.cat([tr.labels, va.labels]))
+                self._trainval = (concat_streamed(tr, va) if is_streamed(tr) else  # a folder too big for memory
+                                  Split(torch.cat([tr.images, va.images]), torch.cat([tr.labels, va.labels])))
             return self._trainval
         return self.data.split(name)
 
