@@ -210,8 +210,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not allow:
         bad = find_nonfinite(state)
         if bad is not None:
-            raise CheckpointError(f"checkpoint {path} holds non-finite weights ({bad}): the run diverged; pass "
-                                  "+allow_nonfinite=true to load it anyway for inspection")
+            raise CheckpointError(f"checkpoint {path} holds non-finite weights ({bad}): the run diverged; to inspect "
+                                  "it anyway, pass +allow_nonfinite=true to shortcutlens-probe or shortcutlens-visualize")
     return state
 
 
