@@ -132,8 +132,3 @@ def eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def metric_name(*parts: object) -> str:
     return "/".join(str(p) for p in parts if p not in (None, ""))
-
-
-def feature_label(layer: str, which: str) -> str:
-    """``pooled`` for raw features, ``pooled@lensed`` / ``pooled@concat`` otherwise."""
-    return layer if which == "raw" else f"{layer}@{which}"

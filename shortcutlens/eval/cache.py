@@ -99,7 +99,3 @@ class FeatureCache:
         self._memory[key] = (features, labels)
         if self.directory is not None:
             save_checkpoint({"features": features.contiguous(), "labels": labels.contiguous()}, self._path(key))
-
-    def clear_memory(self) -> None:
-        """Forget the in-memory copies (the disk entries stay)."""
-        self._memory.clear()

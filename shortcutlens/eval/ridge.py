@@ -81,10 +81,3 @@ def solve_ridge(x: torch.Tensor, y: torch.Tensor, *, num_classes: int, branch: s
         raise ValueError(f"Unknown ridge branch '{branch}'. Valid branches: auto, xtx, xxt")
     return RidgeSolution(eigs=eigs, lhs=lhs, rhs=rhs, mean=mean, std=std, branch=branch)
 
-
-def ridge_accuracy(support_x: torch.Tensor, support_y: torch.Tensor, query_x: torch.Tensor, query_y: torch.Tensor,
-                   *, num_classes: int, l2: float = DEFAULT_L2, shift: torch.Tensor | None = None) -> float:
-    """Top-1 of the ridge classifier fitted on the support set, on the query set."""
-    solution = solve_ridge(support_x, support_y, num_classes=num_classes)
-    pred = solution.scores(query_x, l2, shift=shift).argmax(1)
-    return (pred == query_y).float().mean().item()
