@@ -363,37 +363,19 @@ def check_checkpoint_path(key: str, checkpoint: Any) -> None:
     if not path.exists():  # the same one line as load_checkpoint's, before any data is read
         from shortcutlens.checkpoint import CheckpointError
 
-        raise CheckpointError(f"no checkpoint at {path} ({key}=: pass a .pt file or a run directory with "
-                              "checkpoints/latest.pt)")
+        raise CheckpointError(f"no checkpoint at {path} (pass {key}=<a .pt file or a run directory with "
+                              "checkpoints/latest.pt>)")
 
 
 def check_lens_mode(mode: str, pretext_name: str) -> None:
-    """Hook for the cross-key rule "a lens mode the pretext supports".
+    """The cross-key rule "a lens mode the pretext supports", asked of the lens-objective registry
+    (``shortcutlens.adversary``: its modes, and which of them need a classification pretext)."""
+    from shortcutlens.adversary import check_mode
 
-    Uses the lens-objective registry (``shortcutlens.adversary``) when the library has one; otherwise the
-    classic rule: ``full`` works with every pretext, the targeted modes need a classification pretext.
-    """
     try:
-        from shortcutlens import adversary  # noqa: F401  (the objective registry, where present)
-    except ImportError:
-        adversary = None
-    checker = getattr(adversary, "check_mode", None) if adversary is not None else None
-    if checker is not None:
-        try:
-            checker(mode=mode, pretext=pretext_name)
-        except ValueError as err:
-            raise ConfigError(f"lens.mode={mode}: {str(err).splitlines()[0]}") from err
-        return
-    modes = ("full", "least_likely", "random_wrong")
-    if mode not in modes and mode != "auto":
-        raise refuse("lens.mode", mode, "one of " + ", ".join(modes))
-    if mode in ("least_likely", "random_wrong"):
-        from pretexts import PRETEXTS
-
-        builder = PRETEXTS.get(pretext_name)
-        if getattr(builder, "classification", True) is False:
-            raise ConfigError(f"lens.mode={mode}: needs a classification pretext and pretext={pretext_name} is not one; "
-                              "use lens.mode=full")
+        check_mode(mode=mode, pretext=pretext_name)
+    except ValueError as err:
+        raise ConfigError(f"lens.mode={mode}: {str(err).splitlines()[0]}") from err
 
 
 def _image_size(data: dict[str, Any]) -> int | None:
