@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
 from pretexts import PRETEXTS, Pretext, create_pretext
 from shortcutlens.backbones import create_backbone
 from shortcutlens.data import ImageData, Split, create_dataset
+from shortcutlens.data.base import seeded_split
 from shortcutlens.data.shortcuts import Shortcut, create_shortcut
 from shortcutlens.lens import create_lens
 
@@ -66,8 +66,8 @@ def train_subset(train: Split, size: int, *, seed: int, name: str = "the dataset
             f"data.train_size={size} is not in [0, {len(train)}]: {name}'s train split has {len(train)} images "
             "(after carving the validation split); use null or 0 for all of them"
         )
-    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-    return train.subset(perm[:size].sort().values)
+    keep, _ = seeded_split(len(train), size, seed=seed)
+    return train.subset(keep)
 
 
 def build_components(spec: dict[str, Any], *, in_chans: int, image_size: int) -> Components:

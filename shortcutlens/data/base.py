@@ -80,14 +80,28 @@ class ImageData:
         return f"{self.name}: {self.channels}x{self.image_size}x{self.image_size}, {self.num_classes} classes, " + ", ".join(parts)
 
 
+def seeded_split(n: int, k: int, *, seed: int, sort: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``range(n)`` cut by one permutation seeded with ``seed``: ``(first k, the other n - k)``.
+
+    Every seeded split in the library goes through here (val/test carves, ``data.train_size``, the
+    probes' held-out and capped subsets, VTAB-1k's 800/200), so one seed always means one permutation:
+    for a given seed a smaller ``k`` picks a subset of a larger one's first part. ``sort=True`` returns
+    the indices in split order (a subset keeps the original image order); ``sort=False`` keeps the
+    permutation's order. ``k > n`` takes everything.
+    """
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    first, rest = perm[:k], perm[k:]
+    if sort:
+        return first.sort().values, rest.sort().values
+    return first, rest
+
+
 def carve(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     """Split off a deterministic ``fraction`` of ``split`` (a seeded permutation): ``(rest, carved)``."""
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"fraction must be in [0, 1), got {fraction}")
-    n = len(split)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    k = int(round(n * fraction))
-    return split.subset(perm[k:].sort().values), split.subset(perm[:k].sort().values)
+    carved, rest = seeded_split(len(split), round(len(split) * fraction), seed=seed)
+    return split.subset(rest), split.subset(carved)
 
 
 def fit_size(images: torch.Tensor, size: int | None, mode: str = "auto") -> torch.Tensor:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from shortcutlens.data.base import seeded_split
 from shortcutlens.registry import Registry
 
 if TYPE_CHECKING:
@@ -84,9 +85,8 @@ def carve_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, tor
     """A seeded split of ``range(n)`` into ``(rest, carved)`` with ``round(n·fraction)`` carved."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    k = max(1, round(n * fraction))
-    return perm[k:].sort().values, perm[:k].sort().values
+    carved, rest = seeded_split(n, max(1, round(n * fraction)), seed=seed)
+    return rest, carved
 
 
 # Below this many multiply-adds per operation, OpenMP's fork/join costs more than it saves, and on a

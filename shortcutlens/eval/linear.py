@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from shortcutlens.data.base import Split
+from shortcutlens.data.base import Split, seeded_split
 from shortcutlens.eval.base import EVALUATORS, Evaluator, carve_indices, eigh, metric_name, threads_for
 from shortcutlens.eval.source import FeatureSource
 
@@ -225,8 +225,8 @@ class LinearEvaluator(Evaluator):
         """The training images: ``train_split``, or ``max_train`` of them (a seeded subset, in split order)."""
         split = source.split(self.train_split)
         if 0 < self.max_train < len(split):
-            keep = torch.randperm(len(split), generator=torch.Generator().manual_seed(source.seed))[: self.max_train]
-            split = split.subset(keep.sort().values)
+            keep, _ = seeded_split(len(split), self.max_train, seed=source.seed)
+            split = split.subset(keep)
         return split
 
     def run(self, source: FeatureSource) -> Iterator[tuple[str, float]]:

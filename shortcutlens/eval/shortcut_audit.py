@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from shortcutlens.data.base import Split
+from shortcutlens.data.base import Split, seeded_split
 from shortcutlens.data.loader import to_float
 from shortcutlens.eval.base import EVALUATORS, Evaluator, metric_name
 from shortcutlens.eval.linear import accuracy, fit_logistic, standardise
@@ -92,8 +92,8 @@ class ShortcutAuditEvaluator(Evaluator):
         s = source.split(split)
         if len(s) <= self.max_images:
             return s
-        perm = torch.randperm(len(s), generator=torch.Generator().manual_seed(source.seed * 7919 + salt))
-        return s.subset(perm[: self.max_images].sort().values)
+        keep, _ = seeded_split(len(s), self.max_images, seed=source.seed * 7919 + salt)
+        return s.subset(keep)
 
     def run(self, source: FeatureSource) -> Iterator[tuple[str, float]]:
         if source.shortcut is None:

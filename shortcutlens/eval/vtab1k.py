@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from shortcutlens.data import DataNotFoundError, create_dataset
-from shortcutlens.data.base import Split
+from shortcutlens.data.base import Split, seeded_split
 from shortcutlens.eval.base import EVALUATORS, Evaluator, metric_name
 from shortcutlens.eval.linear import DEFAULT_L2_GRID, linear_probe
 from shortcutlens.eval.source import FeatureSource
@@ -38,8 +38,8 @@ def vtab_subsets(labels: torch.Tensor, *, train_size: int, val_size: int, seed: 
     if n < total:
         val_size = max(1, round(n * val_size / total))
         train_size = n - val_size
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return perm[:train_size], perm[train_size:train_size + val_size]
+    train, rest = seeded_split(n, train_size, seed=seed, sort=False)  # permutation order, as VTAB draws them
+    return train, rest[:val_size]
 
 
 @EVALUATORS.register("vtab1k")
