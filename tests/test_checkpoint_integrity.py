@@ -235,5 +235,7 @@ def test_stale_temporary_removed_at_the_next_start(tmp_path: Path) -> None:
     stale = tmp_path / "run" / "checkpoints" / ".latest.pt.x9q2.tmp"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"")
+    (tmp_path / "run" / ".metrics.json.tmp").write_text("{")
     run(config("trainer.steps=1"), str(tmp_path / "run"))
     assert sorted(os.listdir(stale.parent)) == ["latest.pt"]
+    assert not list((tmp_path / "run").glob(".*.tmp"))

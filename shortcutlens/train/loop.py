@@ -200,6 +200,7 @@ class Trainer:
 
             self.run_lock = RunLock(self.run_dir).acquire()
             remove_stale_temporaries(ckpt_path.parent)
+            remove_stale_temporaries(self.run_dir)  # .metrics.json.tmp, .config.json.tmp
         if dist.broadcast_object(self.resume and ckpt_path.is_file()):  # rank 0 decides, every rank loads
             self.load(ckpt_path)
         elif self.probe_cfg.untrained and self.rank == 0:
