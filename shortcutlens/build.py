@@ -18,7 +18,7 @@ from pretexts import PRETEXTS, Pretext, create_pretext
 from shortcutlens.backbones import create_backbone
 from shortcutlens.data import ImageData, Split, create_dataset
 from shortcutlens.data.base import seeded_split
-from shortcutlens.data.shortcuts import Shortcut, create_shortcut
+from shortcutlens.data.shortcuts import Shortcut, channels_after, create_shortcut
 from shortcutlens.lens import create_lens
 
 
@@ -80,7 +80,7 @@ def build_components(spec: dict[str, Any], *, in_chans: int, image_size: int) ->
     """
     name, kw = _split(spec.get("shortcut") or {"name": "none"})
     shortcut = create_shortcut(name, **kw)
-    chans = shortcut.out_channels(in_chans) if shortcut is not None else in_chans
+    chans = channels_after(shortcut, in_chans)
     name, kw = _split(spec["backbone"])
     pretext_name, pretext_kw = _split(spec["pretext"])
     trunk_size = trunk_input_size(pretext_name, pretext_kw, image_size)

@@ -7,9 +7,10 @@ import torch
 
 from shortcutlens import create_backbone, create_dataset, create_lens, create_shortcut
 from shortcutlens.data.loader import to_float
+from shortcutlens.data.shortcuts import adapt_channels
 from shortcutlens.eval import FeatureSource, create_evaluator, list_evaluators
 from shortcutlens.eval.features import extract_features, extract_layers, parse_layers, pool
-from shortcutlens.eval.source import adapt_channels, merge_data_spec
+from shortcutlens.eval.source import merge_data_spec
 
 
 @pytest.fixture

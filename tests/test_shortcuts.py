@@ -5,7 +5,7 @@ import torch
 
 from pretexts import create_pretext
 from shortcutlens import create_shortcut, list_shortcuts
-from shortcutlens.data.shortcuts import edit_ratio
+from shortcutlens.data.shortcuts import adapt_channels, channels_after, edit_ratio
 
 
 def test_registry():
@@ -64,6 +64,24 @@ def test_chromatic_aberration_grows_with_distance_and_keeps_green():
     assert torch.equal(out[:, 1], x[:, 0])
     fringe = (out[0, 0] - out[0, 2]).abs().mean(1)  # per row
     assert fringe[14:19].mean() < fringe[:5].mean() and fringe[14:19].mean() < fringe[-5:].mean()
+
+
+def test_one_channel_rule_for_colour_shortcuts():
+    """Backbone, lens and clean images all follow the shortcut's channel count: grayscale is replicated
+    (a view, no copy) for a colour-making shortcut, colour is averaged for a grayscale backbone, and a
+    channel count with no rule is refused, in chromatic aberration too."""
+    gray = torch.rand(2, 1, 8, 8)
+    assert channels_after(None, 1) == channels_after(create_shortcut("arrow"), 1) == 1
+    assert channels_after(create_shortcut("chromatic_aberration"), 1) == 3
+    colour = adapt_channels(gray, 3)
+    assert colour.shape == (2, 3, 8, 8) and colour.data_ptr() == gray.data_ptr()
+    assert torch.equal(colour[:, 2], gray[:, 0])
+    assert adapt_channels(gray, 1) is gray
+    assert torch.allclose(adapt_channels(colour, 1), gray)
+    with pytest.raises(ValueError, match="cannot feed 2-channel images"):
+        adapt_channels(torch.rand(2, 2, 8, 8), 3)
+    with pytest.raises(ValueError, match="needs 1 or 3 channels, got 2"):
+        create_shortcut("chromatic_aberration")(torch.rand(2, 2, 8, 8))
 
 
 def test_edit_ratio():

@@ -40,6 +40,7 @@ def visualize(
     from shortcutlens.build import build_components, build_data
     from shortcutlens.checkpoint import CheckpointError, load_checkpoint
     from shortcutlens.data.loader import to_float
+    from shortcutlens.data.shortcuts import adapt_channels
     from shortcutlens.eval.lens_edit import edit_summary, lens_edits
     from shortcutlens.visualize import edit_concentration, edit_grid, edit_map_figure, mean_edit_map, save_png
 
@@ -71,9 +72,7 @@ def visualize(
         x = to_float(x.to(device))
         if shortcut is not None:
             return shortcut(x)
-        if parts.shortcut is not None and parts.in_chans != x.shape[1]:
-            x = x.expand(-1, parts.in_chans, -1, -1)  # a colour-making shortcut's channel count
-        return x
+        return adapt_channels(x, parts.in_chans)  # grayscale shown to a lens built for a colour-making shortcut
 
     edit = getattr(lens, "edit", None) or lens.apply  # the lens's transfer-time call (renamed apply -> edit)
     shortcut_name = (spec.get("shortcut") or {}).get("name") or "none"

@@ -65,6 +65,30 @@ class Shortcut(nn.Module):
         return None
 
 
+def channels_after(shortcut: Shortcut | None, in_chans: int) -> int:
+    """Channels of ``in_chans``-channel images once ``shortcut`` is applied: what the backbone and lens
+    are built for (a colour-making shortcut turns grayscale into 3 channels)."""
+    return in_chans if shortcut is None else shortcut.out_channels(in_chans)
+
+
+def adapt_channels(x: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``(B, in_chans, H, W)``: 1 -> ``in_chans`` replicates, 3 -> 1 averages.
+
+    The one place channels are matched: grayscale fed to chromatic aberration, clean images for a
+    backbone built for a colour-making shortcut's output (so clean and shortcut-bearing images are
+    compared like with like), and evaluators feeding another dataset's images to a backbone.
+    Replication is a view (``expand``), no copy.
+    """
+    c = x.shape[1]
+    if c == in_chans:
+        return x
+    if c == 1:
+        return x.expand(-1, in_chans, -1, -1)
+    if in_chans == 1:
+        return x.mean(dim=1, keepdim=True)
+    raise ValueError(f"cannot feed {c}-channel images to a backbone built for {in_chans} channels")
+
+
 class _MaskShortcut(Shortcut):
     """Blends a fixed ``mask`` into the image: ``x ← (1 − mask)·x + mask·intensity``."""
 
@@ -158,10 +182,9 @@ class ChromaticAberration(Shortcut):
         return 3
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.shape[1] == 1:
-            images = images.expand(-1, 3, -1, -1)
-        if images.shape[1] != 3:
+        if images.shape[1] not in (1, 3):
             raise ValueError(f"chromatic_aberration needs 1 or 3 channels, got {images.shape[1]}")
+        images = adapt_channels(images, 3)
         b, _, h, w = images.shape
         ys, xs = _grid(h, w, images.device)
         cy, cx = self.position
@@ -278,9 +301,8 @@ def shortcut_views(
     """
     codes = None
     if shortcut is not None:
-        chans = shortcut.out_channels(images.shape[1])
         if clean:
-            images = images.expand(-1, chans, -1, -1) if chans != images.shape[1] else images
+            images = adapt_channels(images, channels_after(shortcut, images.shape[1]))
         elif shortcut.stage == "views":
             codes = shortcut.codes(images)  # of the clean source image, before any augmentation
         else:

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from shortcutlens.data.base import ImageData, Split
-from shortcutlens.data.shortcuts import Shortcut
+from shortcutlens.data.shortcuts import Shortcut, adapt_channels, channels_after
 from shortcutlens.data.stream import concat_streamed, is_streamed
 from shortcutlens.eval.cache import FeatureCache, fingerprint_modules, fingerprint_split, make_key
 from shortcutlens.eval.features import extract_layers, parse_layers, probe_backbone
@@ -40,18 +40,6 @@ from shortcutlens.eval.features import extract_layers, parse_layers, probe_backb
 BASE_VIEWS = ("clean", "shortcut", "blank_shortcut")
 
 log = logging.getLogger(__name__)
-
-
-def adapt_channels(x: torch.Tensor, in_chans: int) -> torch.Tensor:
-    """``(B, C, H, W)`` -> ``(B, in_chans, H, W)``: 1 -> 3 replicates, 3 -> 1 averages."""
-    c = x.shape[1]
-    if c == in_chans:
-        return x
-    if c == 1:
-        return x.expand(-1, in_chans, -1, -1)
-    if in_chans == 1:
-        return x.mean(dim=1, keepdim=True)
-    raise ValueError(f"cannot feed {c}-channel images to a backbone built for {in_chans} channels")
 
 
 def describe(module: nn.Module | None) -> str:
@@ -101,7 +89,7 @@ class FeatureSource:
         self.shortcut = shortcut.to(self.device) if shortcut is not None else None
         self.data = data
         if in_chans is None:
-            in_chans = shortcut.out_channels(data.channels) if shortcut is not None else data.channels
+            in_chans = channels_after(shortcut, data.channels)
         self.in_chans = in_chans
         self.amp, self.batch_size, self.progress, self.seed = amp, batch_size, progress, seed
         self.cache = FeatureCache(cache_dir)
