@@ -3,6 +3,7 @@ files under experiments/conf hold only overrides)."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 
@@ -61,3 +62,11 @@ class ProbeConfig:
     max_iter: int = 200
     max_train: int = 10_000         # probe on a fixed random subset (seed 0) of this many training images (0 = all)
     precision: str = "float32"      # the L-BFGS solver's: float32 (10x faster, same top-1 to 0.01 point) | float64
+
+
+def warn_long_warmup(trainer: TrainerConfig) -> None:
+    """A run whose warm-up is as long as the run never reaches its learning rate: say so."""
+    if 0 < trainer.steps <= trainer.warmup_steps:
+        warnings.warn(f"trainer.warmup_steps={trainer.warmup_steps} >= trainer.steps={trainer.steps}: the learning rate "
+                      f"never leaves its warm-up (it ends at {trainer.steps / trainer.warmup_steps:.0%} of trainer.lr); "
+                      "lower trainer.warmup_steps", stacklevel=3)

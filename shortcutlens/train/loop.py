@@ -27,7 +27,6 @@ import copy
 import json
 import math
 import time
-import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -39,15 +38,14 @@ from tqdm.auto import tqdm
 from pretexts import Pretext
 from shortcutlens import distributed as dist
 from shortcutlens.adversary import Player, create_objective
-from shortcutlens.checkpoint import (CheckpointError, NonFiniteLossError, find_nonfinite, load_checkpoint,
-                                     remove_stale_temporaries, save_checkpoint, unwrap)
+from shortcutlens.checkpoint import NonFiniteLossError, remove_stale_temporaries, unwrap
 from shortcutlens.data import ImageData
 from shortcutlens.data.augment import build_augment
 from shortcutlens.data.loader import BatchLoader, to_float
 from shortcutlens.data.shortcuts import Shortcut, shortcut_views
 from shortcutlens.flops import flop_counter, training_compute
-from shortcutlens.train import measure
-from shortcutlens.train.config import AdversaryConfig, ProbeConfig, TrainerConfig
+from shortcutlens.train import measure, state
+from shortcutlens.train.config import AdversaryConfig, ProbeConfig, TrainerConfig, warn_long_warmup
 from shortcutlens.train.optim import build_optimizer, lr_at, param_groups, set_lr
 from shortcutlens.train.scaling_recipe import head_body_param_groups
 from shortcutlens.visualize import save_png
@@ -102,10 +100,7 @@ class Trainer:
         self.data, self.shortcut = data, shortcut
         self.rank, self.world = dist.rank(), dist.world_size()
         self.amp = resolve_amp(trainer.amp, device)
-        if 0 < trainer.steps <= trainer.warmup_steps:
-            warnings.warn(f"trainer.warmup_steps={trainer.warmup_steps} >= trainer.steps={trainer.steps}: the learning rate "
-                          f"never leaves its warm-up (it ends at {trainer.steps / trainer.warmup_steps:.0%} of trainer.lr); "
-                          "lower trainer.warmup_steps", stacklevel=2)
+        warn_long_warmup(trainer)
         self.objective = (create_objective(adversary.mode, pretext=pretext, rec_weight=adversary.rec_weight,
                                            reverse_scale=adversary.reverse_scale, feed_raw=adversary.feed_raw)
                           if lens is not None else None)
@@ -244,11 +239,7 @@ class Trainer:
                 if self.writer is not None:
                     for k, v in means.items():
                         self.writer.add_scalar(f"train/{k}", v, self.step)
-                    # One text line per interval in run_dir/train.log, whether or not the progress bar is on.
-                    shown = " ".join(f"{k.replace('_per_s', '/s')} {means[k]:.4g}" for k in
-                                     ("loss", "acc", "lr", "images_per_s", "edit", "edit_ratio") if k in means)
-                    with open(self.run_dir / "train.log", "a") as log:
-                        log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} step {self.step}/{self.cfg.steps} {shown}\n")
+                    measure.log_line(self.run_dir / "train.log", means, step=self.step, steps=self.cfg.steps)
             if self.lens is not None and self.cfg.image_every and (self.step % self.cfg.image_every == 0 or self.step == self.cfg.steps):
                 self.save_edit_grid()
             if self.step % self.cfg.ckpt_every == 0 or self.step == self.cfg.steps:
@@ -341,77 +332,12 @@ class Trainer:
         dist.barrier()
         return results
 
-    # ------------------------------------------------------------------ checkpoints
+    # ------------------------------------------------------------------ checkpoints (train/state.py)
     def state_dict(self) -> dict[str, Any]:
-        """Whole weights and optimizer state; under FSDP gathered on rank 0 (a collective: every rank
-        calls it; the other ranks get partial dicts to throw away)."""
-        if self.fsdp:
-            full = dist.full_model_state_dict(self.player)
-            models = {name: {k[len(name) + 1 :]: v for k, v in full.items() if k.startswith(name + ".")}
-                      for name in ("backbone", "pretext")}
-            optimizer = dist.full_optimizer_state_dict(self.player, self.optimizer)  # keyed by parameter name
-        else:
-            models = {"backbone": unwrap(self.backbone).state_dict(), "pretext": unwrap(self.pretext).state_dict()}
-            optimizer = self.optimizer.state_dict()
-        state: dict[str, Any] = {
-            "step": self.step,
-            "seed": self.seed,
-            "spec": self.spec,
-            **models,
-            "optimizer": optimizer,
-            "strategy": "fsdp" if self.fsdp else "ddp",
-            "extra": dict(self.extra_state),
-            "rng_cpu": torch.get_rng_state(),
-            # The logging window's per-step metrics: metrics.json after a resume equals an uninterrupted run's.
-            "log_window": {k: torch.stack([t.detach() for t in v]) for k, v in self.log_window.items() if v},
-        }
-        if torch.cuda.is_available():
-            state["rng_cuda"] = torch.cuda.get_rng_state_all()
-        if self.lens is not None:
-            state["lens"] = unwrap(self.lens).state_dict()
-            state["lens_optimizer"] = self.lens_optimizer.state_dict()
-        return state
+        return state.capture(self)
 
     def save(self, path: Path) -> None:
-        state = self.state_dict() if (self.rank == 0 or self.fsdp) else None
-        # Never overwrite a good checkpoint with NaN/inf weights or buffers (a BatchNorm running_var can
-        # overflow while the loss still looks finite); rank 0 holds the whole state, every rank stops.
-        bad = dist.broadcast_object(find_nonfinite(state) if self.rank == 0 else None)
-        if bad is not None:
-            kept = f"the last finite checkpoint {path} is kept" if path.is_file() else "no checkpoint was written"
-            raise NonFiniteLossError(f"non-finite weights at step {self.step} ({bad}); training stopped and {kept}")
-        if self.rank == 0:
-            save_checkpoint(state, path)
-        dist.barrier()
+        state.save(self, path)
 
     def load(self, path: Path) -> None:
-        state = load_checkpoint(path, map_location=self.device)
-        saved_with = state.get("strategy", "ddp")
-        if saved_with != ("fsdp" if self.fsdp else "ddp"):
-            raise ValueError(f"{path} holds {saved_with} optimizer state; resume it with trainer.strategy={saved_with} "
-                             "(on several ranks for fsdp)")
-        try:
-            if self.fsdp:  # every rank read the whole checkpoint; each keeps its own shard
-                dist.load_full_model_state_dict(self.player, {f"{name}.{k}": v for name in ("backbone", "pretext")
-                                                             for k, v in state[name].items()})
-                dist.load_full_optimizer_state_dict(self.player, self.optimizer, state["optimizer"])
-            else:
-                unwrap(self.backbone).load_state_dict(state["backbone"])
-                unwrap(self.pretext).load_state_dict(state["pretext"])
-                self.optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, KeyError, ValueError) as err:  # another backbone's, pretext's or optimizer's state
-            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-            detail = (lines[1] if len(lines) > 1 else lines[0] if lines else type(err).__name__)[:200]
-            raise CheckpointError(f"checkpoint {path} does not fit this run's models ({detail}): it was written by "
-                                  "another backbone, pretext or optimizer; resume it with its own config") from err
-        if self.lens is not None:
-            if "lens" not in state:
-                raise ValueError(f"{path} was trained without a lens; cannot resume it with one")
-            unwrap(self.lens).load_state_dict(state["lens"])
-            self.lens_optimizer.load_state_dict(state["lens_optimizer"])
-        self.step = int(state["step"])
-        self.extra_state = dict(state.get("extra", {}))
-        self.log_window = {k: list(v.unbind(0)) for k, v in state.get("log_window", {}).items()}
-        torch.set_rng_state(state["rng_cpu"].cpu())
-        if "rng_cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
+        state.restore(self, path)

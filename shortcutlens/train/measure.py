@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -125,3 +126,11 @@ def log_results(writer: Any, results: dict[str, Any], *, spec: dict[str, Any], m
     for k, v in figures.items():
         writer.add_scalar(f"results/{k}", v, step)
     writer.add_hparams(hparams, {f"hparam/{k}": v for k, v in figures.items()}, run_name=".")
+
+
+def log_line(path: Path, means: dict[str, float], *, step: int, steps: int) -> None:
+    """One text line per log interval in ``run_dir/train.log``, whether or not the progress bar is on."""
+    shown = " ".join(f"{k.replace('_per_s', '/s')} {means[k]:.4g}" for k in
+                     ("loss", "acc", "lr", "images_per_s", "edit", "edit_ratio") if k in means)
+    with open(path, "a") as log:
+        log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} step {step}/{steps} {shown}\n")

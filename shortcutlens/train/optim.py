@@ -7,7 +7,7 @@ group's learning rate from ``lr_at(step)`` before every step, so resuming needs 
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
