@@ -98,31 +98,20 @@ def load(path: str | os.PathLike, *, device: torch.device | str = "cpu") -> Trai
     Raises:
         CheckpointError: no readable checkpoint, or one whose spec cannot rebuild its models.
     """
-    from shortcutlens.build import build_components
+    from shortcutlens.build import build_components, checkpoint_spec, load_weights
     from shortcutlens.eval.features import probe_backbone
     from shortcutlens.eval.source import stem_channels
 
     path = Path(path)
     state = load_checkpoint(path, map_location="cpu")
-    spec = dict(state.get("spec") or {})
-    if "backbone" not in spec or "data" not in spec:
-        raise CheckpointError(f"checkpoint {path} has no component 'spec'; cannot rebuild its models")
+    spec = checkpoint_spec(state, path)
     image_size = spec["data"].get("image_size")
     chans = stem_channels(state["backbone"])
     if not image_size or not chans:
         raise CheckpointError(f"checkpoint {path}: cannot tell the image size or channels its models take "
                               f"(data spec {spec['data']})")
     parts = build_components(spec, in_chans=chans, image_size=int(image_size))
-    try:
-        parts.backbone.load_state_dict(state["backbone"])
-        parts.pretext.load_state_dict(state["pretext"])
-        if parts.lens is not None:
-            if "lens" not in state:
-                raise CheckpointError(f"checkpoint {path}'s spec names a lens but holds no lens weights")
-            parts.lens.load_state_dict(state["lens"])
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint {path}: the models rebuilt from its spec do not fit its weights "
-                              f"({str(err).splitlines()[0]})") from err
+    load_weights(parts, state, path)
     run_dir = path if path.is_dir() else path.parent.parent
     config, _ = recorded_config(run_dir)
     embedder = probe_backbone(parts.backbone, parts.pretext, int(image_size))

@@ -9,6 +9,8 @@ that were trained without seeing the Hydra config::
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,7 @@ from torch import nn
 
 from pretexts import PRETEXTS, Pretext, create_pretext
 from shortcutlens.backbones import create_backbone
+from shortcutlens.checkpoint import CheckpointError
 from shortcutlens.data import ImageData, Split, create_dataset
 from shortcutlens.data.base import seeded_split
 from shortcutlens.data.shortcuts import Shortcut, channels_after, create_shortcut
@@ -89,6 +92,38 @@ def build_components(spec: dict[str, Any], *, in_chans: int, image_size: int) ->
     name, kw = _split(spec.get("lens") or {"name": "none"})
     lens = create_lens(name, in_chans=chans, img_size=image_size, **kw)  # the lens edits whole images, before any tiling
     return Components(backbone, pretext, lens, shortcut, chans, image_size)
+
+
+def checkpoint_spec(state: dict[str, Any], checkpoint: str | os.PathLike) -> dict[str, Any]:
+    """A copy of the component ``spec`` a loaded checkpoint ``state`` stores; ``CheckpointError`` when it has
+    none (without it the models cannot be rebuilt)."""
+    spec = dict(state.get("spec") or {})
+    if "backbone" not in spec or "data" not in spec:
+        raise CheckpointError(f"checkpoint {checkpoint} has no component 'spec'; cannot rebuild its models")
+    return spec
+
+
+def load_weights(parts: Components, state: dict[str, Any], checkpoint: str | os.PathLike, *,
+                 which: Sequence[str] = ("backbone", "pretext", "lens"), optional: Sequence[str] = ()) -> None:
+    """Load a checkpoint's weights into the models ``build_components`` rebuilt from its spec.
+
+    ``which``: the parts to load; one the spec has none of (``lens=none``) is skipped, and so is one in
+    ``optional`` that the checkpoint holds no weights for. ``CheckpointError``, naming the checkpoint and
+    the part, when other weights are missing (a spec that names a lens, a checkpoint without lens
+    weights), or do not fit the model their spec describes (another model's weights beside this spec).
+    """
+    for name in which:
+        module = getattr(parts, name)
+        if module is None or (name in optional and name not in state):
+            continue
+        if name not in state:
+            raise CheckpointError(f"checkpoint {checkpoint}'s spec names a {name} but holds no {name} weights")
+        try:
+            module.load_state_dict(state[name])
+        except RuntimeError as err:  # the last line of torch's message names the mismatch
+            detail = [line.strip() for line in str(err).splitlines() if line.strip()][-1][:200]
+            raise CheckpointError(f"checkpoint {checkpoint}: the {name} rebuilt from its spec does not fit its "
+                                  f"weights ({detail})") from err
 
 
 def trunk_input_size(name: str, kwargs: dict[str, Any], image_size: int) -> int:

@@ -172,3 +172,28 @@ def test_the_lens_command_says_when_there_are_no_pictures(run: dict[str, Path], 
     assert code == 2
     (line,) = [line for line in err.splitlines() if line.startswith("error:")]
     assert line.startswith(f"error: no pictures under {tmp_path}")
+
+
+def test_every_rebuild_of_a_checkpoint_reports_missing_or_foreign_weights_alike() -> None:
+    """``shortcutlens.load``, ``FeatureSource.from_checkpoint`` and ``shortcutlens-visualize`` rebuild the
+    models through ``build.load_weights``: a spec without its models, a lens named but not saved, or
+    weights of another model beside the spec each give one ``CheckpointError`` naming the part."""
+    from shortcutlens.build import build_components, checkpoint_spec, load_weights
+    from shortcutlens.checkpoint import CheckpointError
+
+    spec = {"data": {"name": "synthetic", "image_size": SIZE}, "backbone": {"name": "resnet", "depth": 18, "width": 0.125},
+            "pretext": {"name": "rotation"}, "lens": {"name": "unet", "width": 4}}
+    parts = build_components(spec, in_chans=1, image_size=SIZE)
+    state = {"spec": spec, **{k: getattr(parts, k).state_dict() for k in ("backbone", "pretext", "lens")}}
+    assert checkpoint_spec(state, "ck.pt") == spec
+    with pytest.raises(CheckpointError, match="ck.pt has no component 'spec'"):
+        checkpoint_spec({"backbone": {}}, "ck.pt")
+    rebuilt = build_components(spec, in_chans=1, image_size=SIZE)
+    load_weights(rebuilt, state, "ck.pt")
+    assert all(torch.equal(v, state["lens"][k]) for k, v in rebuilt.lens.state_dict().items())
+    with pytest.raises(CheckpointError, match="ck.pt's spec names a lens but holds no lens weights"):
+        load_weights(rebuilt, {k: v for k, v in state.items() if k != "lens"}, "ck.pt")
+    load_weights(rebuilt, {k: v for k, v in state.items() if k != "pretext"}, "ck.pt", optional=("pretext",))
+    wider = build_components({**spec, "backbone": {**spec["backbone"], "width": 0.25}}, in_chans=1, image_size=SIZE)
+    with pytest.raises(CheckpointError, match=r"ck.pt: the backbone rebuilt from its spec does not fit its weights \(size mismatch"):
+        load_weights(rebuilt, {**state, "backbone": wider.backbone.state_dict()}, "ck.pt")

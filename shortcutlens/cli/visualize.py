@@ -37,7 +37,7 @@ def visualize(
     data_root: str | None = None,
     device: torch.device | None = None,
 ) -> dict[str, Any]:
-    from shortcutlens.build import build_components, build_data
+    from shortcutlens.build import build_components, build_data, checkpoint_spec, load_weights
     from shortcutlens.checkpoint import CheckpointError, load_checkpoint
     from shortcutlens.data.loader import to_float
     from shortcutlens.data.shortcuts import adapt_channels
@@ -48,18 +48,13 @@ def visualize(
     state = load_checkpoint(checkpoint, map_location="cpu")
     if "lens" not in state:
         raise CheckpointError(f"{checkpoint} was trained without a lens (lens=none): there are no edits to show")
-    spec = dict(state["spec"])
+    spec = checkpoint_spec(state, checkpoint)
     if data_root is not None:
         spec["data"] = {**spec["data"], "root": data_root}
     data = build_data(spec, seed=int(state.get("seed", 0)))
     parts = build_components(spec, in_chans=data.channels, image_size=data.image_size)
-    lens = parts.lens.to(device)
-    try:
-        lens.load_state_dict(state["lens"])
-    except RuntimeError as err:  # weights of another lens than the spec beside them describes
-        raise CheckpointError(f"checkpoint {checkpoint}: its lens weights do not fit the lens its spec describes "
-                              f"({[line for line in str(err).splitlines() if line.strip()][-1].strip()[:200]})") from err
-    lens.eval()
+    load_weights(parts, state, checkpoint, which=("lens",))
+    lens = parts.lens.to(device).eval()
     shortcut = parts.shortcut if with_shortcut else None
     run_path = Path(checkpoint)
     run_path = run_path if run_path.is_dir() else run_path.parent.parent

@@ -120,14 +120,12 @@ class FeatureSource:
                 different ``name`` starts from that dataset's defaults (keeping the image size).
             shortcut: a shortcut to audit instead of the recorded one (a name or ``{"name": ..., ...}``).
         """
-        from shortcutlens.build import build_components, build_data
-        from shortcutlens.checkpoint import CheckpointError, load_checkpoint
+        from shortcutlens.build import build_components, build_data, checkpoint_spec, load_weights
+        from shortcutlens.checkpoint import load_checkpoint
         from shortcutlens.data.shortcuts import create_shortcut
 
         state = load_checkpoint(checkpoint, map_location="cpu")
-        spec = dict(state.get("spec") or {})
-        if "backbone" not in spec or "data" not in spec:
-            raise CheckpointError(f"checkpoint {checkpoint} has no component 'spec'; cannot rebuild its models")
+        spec = checkpoint_spec(state, checkpoint)
         recorded = dict(spec["data"])
         built = build_data({"data": merge_data_spec(recorded, data)}, seed=seed)
         # The models are rebuilt as they were trained (size and channels of the recorded data); other
@@ -135,21 +133,11 @@ class FeatureSource:
         chans = stem_channels(state["backbone"]) or built.channels
         size = int(recorded.get("image_size") or built.image_size)
         parts = build_components(spec, in_chans=chans, image_size=size)
-        try:
-            parts.backbone.load_state_dict(state["backbone"])
-        except RuntimeError as err:
-            raise CheckpointError(f"checkpoint {checkpoint}: the backbone rebuilt from its spec does not fit its "
-                                  f"weights ({str(err).splitlines()[0]})") from err
-        if "pretext" in state:
-            parts.pretext.load_state_dict(state["pretext"])
+        load_weights(parts, state, checkpoint, optional=("pretext",))  # the head is not needed to embed images
         # A trunk trained on a patch task's tiles embeds whole images as the mean over the 3×3 grid;
         # tiles themselves (the pretext's own embed) still go straight to it.
         backbone = probe_backbone(parts.backbone, parts.pretext, size)
         lens = parts.lens
-        if lens is not None:
-            if "lens" not in state:
-                raise CheckpointError(f"checkpoint {checkpoint}'s spec names a lens but holds no lens weights")
-            lens.load_state_dict(state["lens"])
         audit_shortcut = parts.shortcut
         if shortcut is not None:
             sc = {"name": shortcut} if isinstance(shortcut, str) else dict(shortcut)
