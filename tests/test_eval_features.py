@@ -1,4 +1,4 @@
-"""Feature extraction and the feature cache: the training loop's ``extract_features`` is unchanged,
+"""Feature extraction and the feature cache: pooled features are what the backbone returns,
 several layers come from one pass, views inject the shortcut, and a second evaluator (or a second
 process) reads features from the cache instead of running the backbone."""
 
@@ -9,7 +9,7 @@ from shortcutlens import create_backbone, create_dataset, create_lens, create_sh
 from shortcutlens.data.loader import to_float
 from shortcutlens.data.shortcuts import adapt_channels
 from shortcutlens.eval import FeatureSource, create_evaluator, list_evaluators
-from shortcutlens.eval.features import extract_features, extract_layers, parse_layers, pool
+from shortcutlens.eval.features import extract_layers, parse_layers, pool
 from shortcutlens.eval.source import merge_data_spec
 
 
@@ -27,21 +27,24 @@ def test_registry_lists_every_evaluator_and_rejects_unknown_names():
         create_evaluator("nope")
 
 
-def test_extract_features_keeps_its_contract(parts):
+def test_pooled_features_keep_their_contract(parts):
+    """By default ``extract_layers`` gives the pooled features: ``backbone(x)`` in float32 on the CPU,
+    in split order; ``concat`` puts the lensed ones beside them; ``lensed`` without a lens is refused."""
     data, backbone = parts
     cpu = torch.device("cpu")
-    feats, labels = extract_features(backbone, data.test, device=cpu, batch_size=16)
+    feats, labels = extract_layers(backbone, data.test, device=cpu, batch_size=16)
+    feats = feats["pooled"]
     backbone.eval()
     with torch.no_grad():
         expected = backbone(to_float(data.test.images))
     torch.testing.assert_close(feats, expected, rtol=1e-4, atol=1e-5)
     assert torch.equal(labels, data.test.labels)
     lens = create_lens("unet", in_chans=1, img_size=16, width=4)
-    both, _ = extract_features(backbone, data.test, device=cpu, lens=lens, which="concat")
+    both = extract_layers(backbone, data.test, device=cpu, lens=lens, which="concat")[0]["pooled"]
     assert both.shape == (40, 2 * backbone.num_features)
     torch.testing.assert_close(both[:, : backbone.num_features], expected, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="needs a lens"):
-        extract_features(backbone, data.test, device=cpu, which="lensed")
+        extract_layers(backbone, data.test, device=cpu, which="lensed")
 
 
 def test_layers_are_parsed_and_pooled(parts):

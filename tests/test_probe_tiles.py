@@ -17,7 +17,7 @@ from shortcutlens import create_backbone, create_dataset
 from shortcutlens.build import build_components, build_data
 from shortcutlens.data.loader import to_float
 from shortcutlens.eval import FeatureSource
-from shortcutlens.eval.features import extract_features, extract_layers, probe_backbone
+from shortcutlens.eval.features import extract_layers, probe_backbone
 from shortcutlens.eval.shortcut_audit import pretext_accuracy
 from shortcutlens.train.config import AdversaryConfig, ProbeConfig, TrainerConfig
 from shortcutlens.train.loop import Trainer
@@ -78,8 +78,9 @@ def test_tile_mean_features_equal_an_explicit_computation(backbone):
     trunk = parts.backbone.eval()
     geom = parts.pretext.geometry(SIZE)
     assert (geom.cell, geom.jitter, geom.patch) == (5, 1, TILE)
-    feats, labels = extract_features(probe_backbone(trunk, parts.pretext, SIZE), data.test,
-                                     device=torch.device("cpu"), batch_size=4)
+    feats, labels = extract_layers(probe_backbone(trunk, parts.pretext, SIZE), data.test,
+                                   device=torch.device("cpu"), batch_size=4)
+    feats = feats["pooled"]
     # By hand: grid of 15 px centred in 20 (origin 2), 4-px tiles at offset 1 // 2 = 0 in their 5-px cells.
     images = to_float(data.test.images)
     with torch.no_grad():
@@ -118,7 +119,7 @@ def test_resnet_features_are_unchanged():
     data = create_dataset("synthetic", image_size=SIZE, num_train=8, num_test=6)
     parts = build_components(s, in_chans=data.channels, image_size=SIZE)
     assert probe_backbone(parts.backbone, parts.pretext, SIZE) is parts.backbone  # whole images, same module
-    feats, _ = extract_features(parts.backbone, data.test, device=torch.device("cpu"))
+    feats = extract_layers(parts.backbone, data.test, device=torch.device("cpu"))[0]["pooled"]
     parts.backbone.eval()
     with torch.no_grad():
         assert torch.equal(feats, parts.backbone(to_float(data.test.images)).float())
@@ -135,5 +136,5 @@ def test_impossible_combinations_say_why():
         probe_backbone(mixer, jigsaw, SIZE)
     data = create_dataset("synthetic", image_size=SIZE, num_train=4, num_test=4)
     with pytest.raises(ValueError, match="runs no other size; got 20x20 images.*probe_backbone"):
-        extract_features(mixer, data.test, device=torch.device("cpu"))
+        extract_layers(mixer, data.test, device=torch.device("cpu"))
     assert probe_backbone(mixer, rotation, 8) is mixer  # built for the images: probed as it is

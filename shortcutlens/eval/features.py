@@ -178,22 +178,3 @@ def extract_layers(
         empty = torch.zeros(0, 0)
         return {name: empty for name in layers}, torch.zeros(0, dtype=torch.long)
     return {name: torch.cat(v) for name, v in feats.items()}, torch.cat(labels)
-
-
-@torch.no_grad()
-def extract_features(
-    backbone: nn.Module,
-    split: Split,
-    *,
-    device: torch.device,
-    batch_size: int = 512,
-    lens: nn.Module | None = None,
-    which: str = "raw",
-    amp: bool = False,
-    progress: bool = False,
-    desc: str = "features",
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled features ``(N, D)`` (``(N, 2D)`` for ``concat``) as float32 on the CPU, and labels ``(N,)``."""
-    feats, labels = extract_layers(backbone, split, layers=(POOLED,), device=device, batch_size=batch_size,
-                                   lens=lens, which=which, amp=amp, progress=progress, desc=desc)
-    return feats[POOLED], labels
