@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,22 @@ def script_env(tmp_path: Path) -> dict[str, str]:
                XDG_CACHE_HOME=str(tmp_path / "cache"))
     env.pop("SHORTCUTLENS_DATA", None)
     return env
+
+
+def run_main(main: Callable[[], object], capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
+    """Run a console script's ``main`` in this process with ``args`` as its command line (faster than a
+    subprocess, and a test can patch the library): ``(exit status, stdout, stderr)``."""
+    old = sys.argv
+    sys.argv = ["shortcutlens", *args]
+    code = 0
+    try:
+        main()
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    finally:
+        sys.argv = old
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def train_command(*overrides: str) -> list[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 import torch
 
 import shortcutlens
+from conftest import run_main as cli
 from shortcutlens.api import load_lens, save_lens
 
 SIZE = 16
@@ -31,20 +31,6 @@ def write_folder(root: Path, *, per_class: int = 10) -> None:
             half = slice(0, SIZE // 2) if label == 0 else slice(SIZE // 2, SIZE)
             img[half] += 0.6
             Image.fromarray((img.clamp(0, 1).numpy() * 255).astype(np.uint8)).save(root / name / f"{i}.png")
-
-
-def cli(main, capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    old = sys.argv
-    sys.argv = ["shortcutlens", *args]
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    finally:
-        sys.argv = old
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

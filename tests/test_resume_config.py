@@ -8,12 +8,12 @@ The commands run in-process through the Hydra entry point, as ``shortcutlens-tra
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import run_main
 from shortcutlens.cli.common import compose
 from shortcutlens.cli.resume import resume_config
 
@@ -26,17 +26,7 @@ def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
     """Run ``shortcutlens-train args`` in this process: (exit status, stdout, stderr)."""
     from shortcutlens.cli.train import main
 
-    old = sys.argv
-    sys.argv = ["shortcutlens-train", *args]
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    finally:
-        sys.argv = old
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_main(main, capsys, *args)
 
 
 def errors(err: str) -> list[str]:
