@@ -126,3 +126,22 @@ def test_bad_arguments_end_in_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     assert err.count("\n") == 1 and err.startswith("error: ") and needle in err, err
     assert digest(src) == before
     assert not (tmp_path / "dst").exists() and (tmp_path / "full" / "x.txt").read_text() == "keep me"
+
+
+def test_marked_copy_reads_as_the_same_dataset(tmp_path: Path) -> None:
+    """shortcutlens reads the copy (mark.json beside the class folders) with the same classes, the same
+    seeded split and the same labels; only the marked pixels differ. This is what lets a run trained on
+    the marked folder be probed on the clean one."""
+    from shortcutlens.data.imagefolder import imagefolder
+
+    src = make_folder(tmp_path / "src", classes=("a", "b", "c"), per_class=5)
+    for i, path in enumerate(sorted(src.rglob("*.png"))):  # distinct pictures, so the split can be compared
+        Image.new("L", (16, 16), 10 + 10 * i).save(path)
+    mf.main([str(src), str(tmp_path / "dst"), "--mark", "dot", "--position", "0", "0"])
+    clean = imagefolder(root=str(src), image_size=16, grayscale=True)
+    marked = imagefolder(root=str(tmp_path / "dst"), image_size=16, grayscale=True)
+    for split in ("train", "val", "test"):
+        a, b = clean.split(split), marked.split(split)
+        assert a.labels.tolist() == b.labels.tolist()
+        assert (a.images[..., 4:, 4:] == b.images[..., 4:, 4:]).all()  # outside the 4-px dot: the same pictures
+        assert (a.images[..., :4, :4] != b.images[..., :4, :4]).any()
