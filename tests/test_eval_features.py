@@ -27,6 +27,14 @@ def test_registry_lists_every_evaluator_and_rejects_unknown_names():
         create_evaluator("nope")
 
 
+def test_feature_evaluators_take_taps_and_sources_alike():
+    """Every evaluator of frozen features takes ``layers`` and ``which`` (one name or a list) the same way."""
+    for name in ("linear", "fewshot", "knn", "episodes", "vtab1k"):
+        default, one = create_evaluator(name), create_evaluator(name, which="lensed", layers=["layer2"])
+        assert (default.settings()["layers"], default.feature_sources()) == (["pooled"], ["raw"]), name
+        assert (one.settings()["layers"], one.feature_sources()) == (["layer2"], ["lensed"]), name
+
+
 def test_pooled_features_keep_their_contract(parts):
     """By default ``extract_layers`` gives the pooled features: ``backbone(x)`` in float32 on the CPU,
     in split order; ``concat`` puts the lensed ones beside them; ``lensed`` without a lens is refused."""

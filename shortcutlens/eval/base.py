@@ -58,6 +58,24 @@ class Evaluator:
         return None
 
 
+@dataclasses.dataclass(kw_only=True)
+class FeatureEvaluator(Evaluator):
+    """Base of the evaluators that read frozen features: the taps and sources every one of them takes.
+
+    Args:
+        layers: feature taps, ``pooled`` and/or ``layer<k>`` (see ``shortcutlens.eval.features``).
+        which: feature sources, one name or a list: ``raw`` (``F(x)``), ``lensed`` (``F(L(x))``) or
+            ``concat`` (both side by side).
+    """
+
+    layers: list = dataclasses.field(default_factory=lambda: ["pooled"])
+    which: list = dataclasses.field(default_factory=lambda: ["raw"])
+
+    def feature_sources(self) -> list[str]:
+        """``which`` as a list (a config may give one name)."""
+        return [self.which] if isinstance(self.which, str) else list(self.which)
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from shortcutlens.data.loader import to_float
-from shortcutlens.eval.base import EVALUATORS, Evaluator, ci95, metric_name, threads_for
+from shortcutlens.eval.base import EVALUATORS, FeatureEvaluator, ci95, metric_name, threads_for
 from shortcutlens.eval.episode_sampler import Episode, EpisodeRules, EpisodeSampler
 from shortcutlens.eval.ridge import DEFAULT_L2, solve_ridge
 from shortcutlens.eval.source import FeatureSource
@@ -49,7 +49,7 @@ def ridge_predict(support: torch.Tensor, support_labels: torch.Tensor, query: to
 
 @EVALUATORS.register("episodes")
 @dataclass(kw_only=True)
-class EpisodesEvaluator(Evaluator):
+class EpisodesEvaluator(FeatureEvaluator):
     """Episodic few-shot accuracy with 95% confidence intervals.
 
     Args:
@@ -67,8 +67,6 @@ class EpisodesEvaluator(Evaluator):
     """
 
     name = "episodes"
-    layers: list = field(default_factory=lambda: ["pooled"])
-    which: list = field(default_factory=lambda: ["raw"])
     episodes: int = 600
     adapters: list = field(default_factory=lambda: ["prototype", "ridge"])
     split: str = "test"
@@ -101,7 +99,7 @@ class EpisodesEvaluator(Evaluator):
         yield metric_name(self.name, "ways_mean"), sum(e.ways for e in episodes) / len(episodes)
         yield metric_name(self.name, "support_mean"), sum(e.support.numel() for e in episodes) / len(episodes)
         frozen = [a for a in self.adapters if a != "finetune"]
-        for which in ([self.which] if isinstance(self.which, str) else self.which):
+        for which in self.feature_sources():
             if not frozen:
                 break
             feats, _ = source.features(self.split, layers=self.layers, which=which)
@@ -127,7 +125,7 @@ class EpisodesEvaluator(Evaluator):
     def run_finetune(self, source: FeatureSource, pool, episodes: list[Episode]) -> Iterator[tuple[str, float]]:
         from shortcutlens.eval.finetune import FineTuner
 
-        whiches = [self.which] if isinstance(self.which, str) else list(self.which)
+        whiches = self.feature_sources()
         count = len(episodes) if self.finetune_episodes is None else min(self.finetune_episodes, len(episodes))
         for which in whiches:
             if which == "concat":

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from shortcutlens.eval.base import EVALUATORS, Evaluator, mean_std, metric_name
+from shortcutlens.eval.base import EVALUATORS, FeatureEvaluator, mean_std, metric_name
 from shortcutlens.eval.ridge import DEFAULT_L2, solve_ridge
 from shortcutlens.eval.source import FeatureSource
 
@@ -67,7 +67,7 @@ def fewshot_accuracies(
 
 @EVALUATORS.register("fewshot")
 @dataclass(kw_only=True)
-class FewShotEvaluator(Evaluator):
+class FewShotEvaluator(FeatureEvaluator):
     """Closed-form few-shot ridge per tapped layer and feature source.
 
     Args:
@@ -81,8 +81,6 @@ class FewShotEvaluator(Evaluator):
     """
 
     name = "fewshot"
-    layers: list = field(default_factory=lambda: ["pooled"])
-    which: list = field(default_factory=lambda: ["raw"])
     shots: list = field(default_factory=lambda: list(DEFAULT_SHOTS))
     seeds: int = 3
     l2: float | list = DEFAULT_L2
@@ -92,7 +90,7 @@ class FewShotEvaluator(Evaluator):
     def run(self, source: FeatureSource) -> Iterator[tuple[str, float]]:
         l2s = [float(self.l2)] if isinstance(self.l2, (int, float)) else [float(v) for v in self.l2]
         seeds = [source.seed * 1000 + i for i in range(self.seeds)]
-        for which in ([self.which] if isinstance(self.which, str) else self.which):
+        for which in self.feature_sources():
             pool, pool_y = source.features(self.train_split, layers=self.layers, which=which)
             test, test_y = source.features(self.test_split, layers=self.layers, which=which)
             for layer in pool:

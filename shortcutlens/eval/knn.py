@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from shortcutlens.eval.base import EVALUATORS, Evaluator, metric_name
+from shortcutlens.eval.base import EVALUATORS, FeatureEvaluator, metric_name
 from shortcutlens.eval.source import FeatureSource
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int = 1) -> flo
 
 @EVALUATORS.register("knn")
 @dataclass(kw_only=True)
-class KNNEvaluator(Evaluator):
+class KNNEvaluator(FeatureEvaluator):
     """Weighted cosine kNN (DINO's protocol) per tapped layer and feature source.
 
     Args:
@@ -73,8 +73,6 @@ class KNNEvaluator(Evaluator):
     """
 
     name = "knn"
-    layers: list = field(default_factory=lambda: ["pooled"])
-    which: list = field(default_factory=lambda: ["raw"])
     k: int = 20
     temperature: float = 0.07
     chunk: int = 1024
@@ -82,7 +80,7 @@ class KNNEvaluator(Evaluator):
     test_split: str = "test"
 
     def run(self, source: FeatureSource) -> Iterator[tuple[str, float]]:
-        for which in ([self.which] if isinstance(self.which, str) else self.which):
+        for which in self.feature_sources():
             bank, bank_y = source.features(self.train_split, layers=self.layers, which=which)
             test, test_y = source.features(self.test_split, layers=self.layers, which=which)
             for layer in bank:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from shortcutlens.data.base import Split, seeded_split
-from shortcutlens.eval.base import EVALUATORS, Evaluator, carve_indices, eigh, metric_name, threads_for
+from shortcutlens.eval.base import EVALUATORS, FeatureEvaluator, carve_indices, eigh, metric_name, threads_for
 from shortcutlens.eval.source import FeatureSource
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ def linear_probe(
 
 @EVALUATORS.register("linear")
 @dataclass(kw_only=True)
-class LinearEvaluator(Evaluator):
+class LinearEvaluator(FeatureEvaluator):
     """Top-1 of a linear probe per tapped layer and feature source.
 
     The pool is ``train_split`` (all of train, the dataset's train ∪ val, by default), or a seeded subset of
@@ -211,8 +211,6 @@ class LinearEvaluator(Evaluator):
     """
 
     name = "linear"
-    layers: list = field(default_factory=lambda: ["pooled"])
-    which: list = field(default_factory=lambda: ["raw"])
     l2_grid: list = field(default_factory=lambda: list(DEFAULT_L2_GRID))
     val_fraction: float = 0.2
     val_split: str | None = None
@@ -235,7 +233,7 @@ class LinearEvaluator(Evaluator):
             raise ValueError(f"Unknown precision '{self.precision}'. Valid precisions: float32, float64")
         grid = [float(self.l2_grid)] if isinstance(self.l2_grid, (int, float)) else [float(v) for v in self.l2_grid]
         pool_split = self.pool(source)
-        for which in ([self.which] if isinstance(self.which, str) else self.which):
+        for which in self.feature_sources():
             pool, pool_y = source.features(pool_split, layers=self.layers, which=which,
                                            desc=f"features {self.train_split} [clean, {which}]")
             test, test_y = source.features("test", layers=self.layers, which=which)

@@ -23,7 +23,7 @@ import torch
 
 from shortcutlens.data import DataNotFoundError, create_dataset
 from shortcutlens.data.base import Split, seeded_split
-from shortcutlens.eval.base import EVALUATORS, Evaluator, metric_name
+from shortcutlens.eval.base import EVALUATORS, FeatureEvaluator, metric_name
 from shortcutlens.eval.linear import DEFAULT_L2_GRID, linear_probe
 from shortcutlens.eval.source import FeatureSource
 
@@ -44,7 +44,7 @@ def vtab_subsets(labels: torch.Tensor, *, train_size: int, val_size: int, seed: 
 
 @EVALUATORS.register("vtab1k")
 @dataclass(kw_only=True)
-class VTAB1kEvaluator(Evaluator):
+class VTAB1kEvaluator(FeatureEvaluator):
     """Args:
     datasets: task names (skipped when their files are absent).
     layers, which: taps and feature sources (see ``linear``).
@@ -57,8 +57,6 @@ class VTAB1kEvaluator(Evaluator):
 
     name = "vtab1k"
     datasets: list = field(default_factory=lambda: list(VTAB_DATASETS))
-    layers: list = field(default_factory=lambda: ["pooled"])
-    which: list = field(default_factory=lambda: ["raw"])
     train_size: int = 800
     val_size: int = 200
     l2_grid: list = field(default_factory=lambda: list(DEFAULT_L2_GRID))
@@ -74,7 +72,7 @@ class VTAB1kEvaluator(Evaluator):
         return create_dataset(name, **kwargs)
 
     def run(self, source: FeatureSource) -> Iterator[tuple[str, float]]:
-        whiches = [self.which] if isinstance(self.which, str) else list(self.which)
+        whiches = self.feature_sources()
         scores: dict[tuple[str, str], list[float]] = {}
         for name in self.datasets:
             try:
