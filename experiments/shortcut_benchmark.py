@@ -60,6 +60,7 @@ class Protocol:
     clean: tuple[str, ...] = ("shortcut=none",)  # what "clean" means: the same pipeline without the cue
     controls: tuple[str, ...] = ()             # secondary cues (seed 0): other cues, negative controls
     modes: tuple[str, ...] = ()                # secondary lens objectives on the cue (seed 0)
+    lens_mode: str | None = None               # the headline lens rows' objective (None: lens.mode=auto)
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -78,14 +79,19 @@ PROTOCOLS: dict[str, Protocol] = {
         why="32 images x 4 augmented copies = 128 views per step, like the rotation rows. The cue is per "
             "instance: a 16-bit hash of each image stamped on all its copies after the augmentation, so the "
             "triplet loss can match copies by reading it. The fixed watermark (the same on every image, so no "
-            "instance cue) is the negative control.",
-        controls=("watermark",),
+            "instance cue) is the negative control. The lens plays random_wrong on the task's logits (each "
+            "copy's similarity to every image of the batch): a random other image as its target, the instance "
+            "analogue of the non-saturating target that focused the lens on rotation; full (auto) is the "
+            "secondary row.",
+        controls=("watermark",), modes=("full",), lens_mode="random_wrong",
     ),
     "contrastive": Protocol(
         "contrastive", "instance_code", 500, ("trainer.batch_size=64",),
         why="64 images x 2 views = 128 views per step. NT-Xent's positives are found by the per-instance code "
-            "as soon as the network reads it; the watermark is the negative control.",
-        controls=("watermark",),
+            "as soon as the network reads it; the watermark is the negative control. The lens plays "
+            "random_wrong on the cross-view logits (a random other image's view as the target), as for "
+            "exemplar; full (auto) is the secondary row.",
+        controls=("watermark",), modes=("full",), lens_mode="random_wrong",
     ),
     "relative_location": Protocol(
         "relative_location", "chromatic_aberration", 500,
@@ -134,9 +140,10 @@ class Row:
 
 
 def rows_for(p: Protocol) -> list[Row]:
-    n = p.pretext
+    n, m = p.pretext, p.lens_mode
+    tag = f" ({m})" if m else ""  # an explicit objective is part of the row's name (and its run directory)
     rows = [Row(f"{n} clean / no lens", n, "clean", False), Row(f"{n} {p.cue} / no lens", n, p.cue, False),
-            Row(f"{n} {p.cue} / lens", n, p.cue, True), Row(f"{n} clean / lens", n, "clean", True)]
+            Row(f"{n} {p.cue} / lens{tag}", n, p.cue, True, mode=m), Row(f"{n} clean / lens{tag}", n, "clean", True, mode=m)]
     for cue in p.controls:
         rows += [Row(f"{n} {cue} / no lens", n, cue, False, secondary=True),
                  Row(f"{n} {cue} / lens", n, cue, True, secondary=True)]
@@ -422,8 +429,9 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], list[dict]]:
 
     results.mkdir(parents=True, exist_ok=True)
     pictures = {}
-    for name, p in PROTOCOLS.items():  # the lens-edit grid of each pretext's cue + lens row, seed 0 (not the best)
-        pick = [r for r in runs if r["row"] == f"{name} {p.cue} / lens" and r.get("edit_png")
+    for name in PROTOCOLS:  # the lens-edit grid of each pretext's cue + lens row, seed 0 (not the best)
+        headline = next(r.name for r in ROWS if r.pretext == name and r.role == "lens")
+        pick = [r for r in runs if r["row"] == headline and r.get("edit_png")
                 and Path(r["edit_png"]).is_file()]
         if pick:
             r = min(pick, key=lambda r: r["seed"])

@@ -31,6 +31,11 @@ class Pretext(nn.Module):
     #: ``least_likely`` and ``random_wrong`` adversarial targets need.
     classification: bool = True
     num_classes: int = 0
+    #: True when ``task_logits`` gives one row of logits per view with the right column at ``targets`` —
+    #: what the lens's targeted objectives (``least_likely``, ``random_wrong``, ``entropy``) read. None:
+    #: the same as ``classification``. The instance tasks set it: their logits are a view's similarities
+    #: to each image of the batch, and the target is its own image.
+    targetable: bool | None = None
 
     def views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError

@@ -24,7 +24,10 @@ NT-Xent as ``NTXentLoss`` computes it holds a ``(2B) × (2B)·(2BW − 2)`` matr
 ranks): about 66 MB at B = 128 on one rank, but cubic in the batch, so very large batches per rank
 need chunking or pytorch-metric-learning's ``SupConLoss`` (the same value with one positive per view).
 
-Not a classification task: the lens plays ``full`` only. Shapes: ``views`` ``(B, C, H, W) -> inputs
+Not a classification task, so ``lens.mode=auto`` plays ``full``; the targeted objectives work too
+(``targetable``): ``task_logits`` reads the pairs as a B-way classification — each view against the
+other half's view of every image, its partner's column the target — so ``random_wrong`` pushes a view
+towards a random *other* image (the instance analogue of a random wrong rotation). Shapes: ``views`` ``(B, C, H, W) -> inputs
 (2B, C, H, W)`` (all first views, then all second views), ``targets (2B,)`` = ``[0..B−1, 0..B−1]``;
 ``loss`` takes features ``(2B, D)``. Metric ``acc``: share of views whose most similar other view is
 their partner.
@@ -59,6 +62,7 @@ class Contrastive(Pretext):
     """
 
     classification = False
+    targetable = True
 
     def __init__(
         self,
@@ -83,6 +87,7 @@ class Contrastive(Pretext):
                                        hue=0.2 * s, jitter_probability=jitter_probability,
                                        grayscale_probability=grayscale_probability)
         self.ntxent = NTXentLoss(temperature=temperature)
+        self.temperature = temperature
         self.gather_distributed = gather_distributed
 
     def views(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,6 +97,16 @@ class Contrastive(Pretext):
 
     def view_sources(self, targets: torch.Tensor, batch_size: int) -> torch.Tensor:
         return targets  # the target of a view is the index of its source image
+
+    def task_logits(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``(2B, B)`` cross-view logits: each view's cosine similarity to the other half's view of every
+        image, over the temperature; column ``targets[i]`` holds view ``i``'s partner. Features ``(2B, D)``
+        laid out as ``views`` makes them (this rank's views; nothing is gathered)."""
+        z = nn.functional.normalize(self.head(features).float(), dim=-1)
+        b = z.shape[0] // 2
+        first = z[:b][targets[:b].argsort()]  # row j: image j's first view
+        second = z[b:][targets[b:].argsort()]
+        return torch.cat([z[:b] @ second.T, z[b:] @ first.T]) / self.temperature
 
     def loss(self, features: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         z = self.head(features).float()

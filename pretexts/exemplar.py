@@ -17,7 +17,9 @@ al. apply: crop of 5–100% of the area, flip, colour distortion (brightness 32/
 saturation 0.5–1.5, hue 0.2), grayscale with p = 0.66 drawn once per source image and shared by its
 copies (they convert before copying). On 1-channel images only brightness and contrast are jittered.
 
-Not a classification task: the lens plays ``full`` only (``least_likely``/``random_wrong`` raise).
+Not a classification task, so ``lens.mode=auto`` plays ``full``; the targeted objectives work too
+(``targetable``): ``task_logits`` scores each copy against every image of the batch (its mean cosine
+similarity to that image's other copies, over ``temperature``), its own image's column the target.
 Triplets are mined within each rank's batch.
 
 Shapes: ``views`` ``(B, C, H, W) -> inputs (copies·B, C, H, W), targets (copies·B,)`` (image index, copies
@@ -64,6 +66,8 @@ class Exemplar(Pretext):
     """
 
     classification = False
+    targetable = True
+    temperature = 0.1  # of task_logits only (the triplet loss has its margin)
 
     def __init__(
         self,
@@ -103,6 +107,15 @@ class Exemplar(Pretext):
 
     def view_sources(self, targets: torch.Tensor, batch_size: int) -> torch.Tensor:
         return targets  # the target of a view is the index of its source image
+
+    def task_logits(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``(N, B)`` logits of ``N`` copies of ``B`` images: copy ``i``'s mean cosine similarity to the copies of
+        each image (its own copy left out), over ``temperature``; column ``targets[i]`` is its own image."""
+        z = nn.functional.normalize(self.embeddings(features), dim=-1)
+        sim = (z @ z.T).fill_diagonal_(0.0)
+        members = nn.functional.one_hot(targets, int(targets.max()) + 1).to(sim.dtype)  # (N, B)
+        counts = members.sum(0, keepdim=True) - members  # copies of image j other than i itself
+        return (sim @ members) / counts.clamp_min(1) / self.temperature
 
     def loss(self, features: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         z = self.embeddings(features)

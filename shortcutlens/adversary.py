@@ -232,12 +232,14 @@ def check_mode(*, mode: str, pretext: Any) -> str:
 
         pretext = PRETEXTS.get(pretext)
     classification = bool(getattr(pretext, "classification", True))
+    targetable = getattr(pretext, "targetable", None)
+    targetable = classification if targetable is None else bool(targetable)
     name = getattr(pretext, "__name__", None) or type(pretext).__name__  # a class or builder, or an instance
     if mode == AUTO:
         return "random_wrong" if classification else "full"
-    if OBJECTIVES.get(mode).needs_classification and not classification:
-        raise ValueError(f"lens mode '{mode}' needs a classification pretext; {name} is not one. "
-                         "Use lens.mode=full (or auto).")
+    if OBJECTIVES.get(mode).needs_classification and not targetable:
+        raise ValueError(f"lens mode '{mode}' needs a classification pretext (or one with task logits); {name} "
+                         "is not one. Use lens.mode=full (or auto).")
     return mode
 
 

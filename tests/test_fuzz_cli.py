@@ -62,7 +62,7 @@ TRAIN_BAD: list[tuple[tuple[str, ...], str]] = [
     (("lens=unet", "lens.stride=3"), "lens.stride"), (("lens=unet", "lens.budget=0"), "lens.budget"),
     (("lens=unet", "lens.constraint=nope"), "lens.constraint"), (("lens=unet", "lens.width=0"), "lens.width"),
     (("lens=unet", "lens.lr=-1"), "lens.lr"), (("lens=unet", "lens.rec_weight=-1"), "lens.rec_weight"),
-    (("lens=unet", "pretext=exemplar", "lens.mode=least_likely"), "lens.mode"),
+    (("lens=unet", "pretext=exemplar", "lens.mode=least_likeliest"), "lens.mode"),
     # shortcut
     (("shortcut=arrow", "shortcut.size=0"), "shortcut.size"),
     (("shortcut=arrow", "shortcut.position=[2,2]"), "shortcut.position"),

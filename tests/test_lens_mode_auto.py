@@ -50,7 +50,7 @@ def test_auto_resolves_per_pretext_and_the_run_records_it(tmp_path: Path, capsys
 
 @pytest.mark.parametrize(("args", "message"), [
     (("lens.mode=nope",), "Unknown lens mode 'nope'. Valid lens modes: auto, entropy, full, least_likely, random_wrong"),
-    (("pretext=exemplar", "lens.mode=least_likely"), "needs a classification pretext"),
+    (("lens.mode=Random_Wrong",), "Unknown lens mode 'Random_Wrong'"),
 ])
 def test_a_mode_that_cannot_be_played_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                         args: tuple[str, ...], message: str) -> None:

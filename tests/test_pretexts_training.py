@@ -78,13 +78,12 @@ def test_patch_tasks_lens_edits_whole_images_before_tiling(tmp_path, name):
 
 @pytest.mark.parametrize("name", ["exemplar", "contrastive"])
 @pytest.mark.parametrize("mode", ["least_likely", "random_wrong"])
-def test_targeted_lens_modes_refuse_non_classification_tasks(tmp_path, name, mode):
-    with pytest.raises(ValueError, match="needs a classification pretext.*lens.mode=full"):
-        make_trainer(tmp_path, name, mode)
-    pretext = make_trainer(tmp_path, name, None).pretext
+def test_targeted_lens_modes_play_the_instance_tasks_through_their_task_logits(tmp_path, name, mode):
+    trainer = make_trainer(tmp_path, name, mode)  # instance tasks are targetable: no error
+    assert trainer.objective.name == mode
+    pretext = trainer.pretext
     inputs, targets = pretext.views(torch.rand(4, 1, 16, 16))
     features = torch.randn(inputs.shape[0], 64)
-    with pytest.raises(ValueError, match="needs a classification pretext"):
-        create_objective(mode, pretext=pretext)
-    full = create_objective("auto", pretext=pretext)  # lens.mode=auto: the one objective these tasks can play
+    assert torch.isfinite(create_objective(mode, pretext=pretext).lens_loss(pretext, features, targets))
+    full = create_objective("auto", pretext=pretext)  # lens.mode=auto still plays full for these tasks
     assert full.name == "full" and torch.isfinite(full.lens_loss(pretext, features, targets))

@@ -86,8 +86,10 @@ def test_overrides_compose_and_clean_rows_match_the_cue_rows_channels(tmp_path):
     assert clean["probe"]["untrained"] is True and cue["probe"]["untrained"] is False
     assert clean["probe"]["max_train"] == 0 and clean["probe"]["l2_grid"]  # all 54,000 images, L2 chosen on val
     assert clean["trainer"]["steps"] == 7 and clean["seed"] == 3 and clean["lens"]["name"] == "none"
-    lens = compose(sb.overrides(by_name["exemplar instance_code / lens"], seed=0, steps=7, extra=[], out=tmp_path))
+    lens = compose(sb.overrides(by_name["exemplar instance_code / lens (random_wrong)"], seed=0, steps=7, extra=[],
+                                out=tmp_path))
     assert lens["lens"]["name"] == "unet" and lens["shortcut"]["name"] == "instance_code"
+    assert lens["lens"]["mode"] == "random_wrong"
     assert lens["trainer"]["batch_size"] == 32 and lens["pretext"]["copies"] == 4
 
 
@@ -98,8 +100,8 @@ def test_plan_resumes_and_writes_results_under_out_by_default(tmp_path, monkeypa
     monkeypatch.setattr(sb, "get_context", no_pool)
     with pytest.raises(RuntimeError, match="planned only"):
         sb.main(["--pretexts", "exemplar", "--seeds", "0", "1", "--out", str(tmp_path)])
-    # 4 headline rows x 2 seeds + the watermark control (2 rows) on seed 0
-    assert "10 runs (6 rows; seeds [0, 1], secondary rows [0]); 0 already finished" in capsys.readouterr().out
+    # 4 headline rows x 2 seeds + the watermark control (2 rows) and the full-mode lens row on seed 0
+    assert "11 runs (7 rows; seeds [0, 1], secondary rows [0]); 0 already finished" in capsys.readouterr().out
     # nothing to run (all collected): tables land in <out>/results, never in the tracked experiments/results
     tracked = {p: p.stat().st_mtime for p in sb.RESULTS.glob("*")}
     sb.main(["--pretexts", "exemplar", "--seeds", "0", "--out", str(tmp_path), "--collect"])
