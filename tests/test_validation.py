@@ -102,7 +102,12 @@ def test_image_size_and_lens_stride() -> None:
     assert "≥ 8" in refused("lens=unet", "lens.stride=4")
 
 
-def test_a_lens_mode_the_pretext_supports() -> None:
+def test_a_lens_mode_the_pretext_supports(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every built-in pretext has task logits now; a task without them (a third-party regression, say)
+    # must be refused a targeted mode before any data is read.
+    from pretexts.exemplar import Exemplar
+
+    monkeypatch.setattr(Exemplar, "targetable", False)
     message = refused("lens=unet", "pretext=exemplar", "lens.mode=random_wrong")
     assert message.startswith("lens.mode=random_wrong") and "exemplar" in message.lower()
 
