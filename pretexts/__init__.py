@@ -25,7 +25,7 @@ def list_pretexts() -> list[str]:
     return PRETEXTS.names()
 
 
-from pretexts import rotation  # noqa: E402,F401
+from pretexts import rotation  # noqa: F401
 
 for _optional in ("exemplar", "relative_location", "jigsaw", "contrastive"):
     try:

@@ -65,7 +65,7 @@ def inspecting_nonfinite(allow: bool = True) -> Iterator[None]:
 # ------------------------------------------------------------------------------------------ integrity
 
 
-def _digest_into(h: "hashlib._Hash", obj: Any) -> None:
+def _digest_into(h: hashlib._Hash, obj: Any) -> None:
     if isinstance(obj, torch.Tensor):
         t = obj.detach()
         h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
@@ -197,7 +197,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         with warnings.catch_warnings():  # torch warns about pickle protocols on hostile files: one line only
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 (any unpickling failure means the same to the user)
+    except Exception as err:
         raise _unreadable(path, err) from err
     if not isinstance(state, dict):
         raise CheckpointError(f"cannot read checkpoint {path}: it holds a {type(state).__name__}, not a shortcutlens "

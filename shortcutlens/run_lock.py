@@ -64,7 +64,7 @@ class RunLock:
         except (OSError, ValueError):
             return None
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         me = (os.getpid(), socket.gethostname(), _start_time(os.getpid()))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         for _ in range(5):

@@ -3,7 +3,13 @@
 import pytest
 import torch
 
-from shortcutlens.adversary import OBJECTIVES, TargetedObjective, create_objective, least_likely_targets, random_wrong_targets
+from shortcutlens.adversary import (
+    OBJECTIVES,
+    TargetedObjective,
+    create_objective,
+    least_likely_targets,
+    random_wrong_targets,
+)
 from shortcutlens.build import build_components, build_data
 from shortcutlens.data.loader import to_float
 from shortcutlens.train.config import AdversaryConfig, ProbeConfig, TrainerConfig

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_main as cli
 
 import shortcutlens
-from conftest import run_main as cli
 from shortcutlens.api import load_lens, save_lens
 
 SIZE = 16

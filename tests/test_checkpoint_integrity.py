@@ -15,8 +15,13 @@ import pytest
 import torch
 
 from shortcutlens import checkpoint as ckpt
-from shortcutlens.checkpoint import (CheckpointError, NonFiniteLossError, inspecting_nonfinite, load_checkpoint,
-                                     save_checkpoint)
+from shortcutlens.checkpoint import (
+    CheckpointError,
+    NonFiniteLossError,
+    inspecting_nonfinite,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 MARK = 1.2345  # a value whose float32 bytes are easy to find in the file
 

@@ -21,7 +21,7 @@ TINY = ["data=synthetic", "data.num_train=32", "data.num_test=16", "pretext.all_
 
 def example() -> str:
     section = README.read_text().split("### Your own lens objective", 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
 
 
 @pytest.mark.filterwarnings("ignore:trainer.warmup_steps")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import run_main
+
 from shortcutlens.cli.common import compose
 from shortcutlens.cli.resume import resume_config
 

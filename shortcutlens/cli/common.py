@@ -75,7 +75,7 @@ def hydra_errors(config_name: str) -> Callable[[Callable[..., Any]], Callable[..
             os.environ["HYDRA_FULL_ERROR"] = "1"
             try:
                 return app(*args, **kwargs)
-            except Exception as err:  # noqa: BLE001 (rewritten when it is Hydra's; re-raised otherwise)
+            except Exception as err:
                 message = hydra_error_line(err, config_name=config_name, argv=sys.argv[1:])
                 if message is None:
                     raise
@@ -110,7 +110,7 @@ def hydra_error_line(err: BaseException, *, config_name: str, argv: list[str]) -
     missing = re.search(r"Could not (?:find|load) '([^']+)/([^'/]+)'", text)
     if missing:
         group, option = missing.group(1).split("/")[-1], missing.group(2)
-        options = re.findall(r"^\s+(\S+)$", text.split("Available options", 1)[-1], re.M) if "Available options" in text \
+        options = re.findall(r"^\s+(\S+)$", text.split("Available options", 1)[-1], re.MULTILINE) if "Available options" in text \
             else sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
         return f"{group}={option}: no such option. Valid options for {group}: {', '.join(options)}"
     unknown = re.search(r"Could not (?:override|delete from config|append to config)[^']*'([^']+)'", text)

@@ -23,7 +23,14 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from shortcutlens.cli.common import CONF_DIR, clear_errors, hydra_choices, hydra_errors, resolve_device, resolve_run
+from shortcutlens.cli.common import (
+    CONF_DIR,
+    clear_errors,
+    hydra_choices,
+    hydra_errors,
+    resolve_device,
+    resolve_run,
+)
 
 SHARED_KEYS = ("layers", "which")
 

@@ -10,7 +10,14 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from shortcutlens.cli.common import CONF_DIR, clear_errors, hydra_errors, register_schemas, resolve_device, resolve_run
+from shortcutlens.cli.common import (
+    CONF_DIR,
+    clear_errors,
+    hydra_errors,
+    register_schemas,
+    resolve_device,
+    resolve_run,
+)
 from shortcutlens.cli.resume import resume_from_hydra, write_config
 
 register_schemas()
@@ -40,8 +47,8 @@ def run(cfg: dict[str, Any], run_dir: str) -> dict[str, Any]:
     """Train and probe from a resolved config dict; returns the results written to metrics.json."""
     from shortcutlens import distributed as dist
     from shortcutlens.build import build_components, build_data
-    from shortcutlens.train.config import AdversaryConfig, ProbeConfig, TrainerConfig
     from shortcutlens.config_schema import check_data_fits, validate_train
+    from shortcutlens.train.config import AdversaryConfig, ProbeConfig, TrainerConfig
     from shortcutlens.train.loop import Trainer
 
     validate_train(cfg, run_dir=run_dir)  # before any data is read or process group started

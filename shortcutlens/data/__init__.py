@@ -24,6 +24,6 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
-from shortcutlens.data import cifar, digits, fashion_mnist, imagefolder, stl10, synthetic  # noqa: E402,F401
+from shortcutlens.data import cifar, digits, fashion_mnist, imagefolder, stl10, synthetic  # noqa: F401
 
 __all__ = ["DATASETS", "DataNotFoundError", "ImageData", "Split", "create_dataset", "list_datasets"]

@@ -7,7 +7,7 @@ Names: ``flip`` (horizontal), ``crop`` (pad by 1/8 of the size, random crop back
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import kornia.augmentation as K
 from torch import nn

@@ -7,9 +7,9 @@ float and augmentation happen on the training device (``shortcutlens.data.augmen
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
-import os
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +35,7 @@ class Split:
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def subset(self, index: torch.Tensor) -> "Split":
+    def subset(self, index: torch.Tensor) -> Split:
         return Split(self.images[index], self.labels[index])
 
 

@@ -14,7 +14,15 @@ import numpy as np
 import torch
 
 from shortcutlens.data import DATASETS
-from shortcutlens.data.base import DataNotFoundError, ImageData, Split, default_cache_dir, finish, fit_size, search_dirs
+from shortcutlens.data.base import (
+    DataNotFoundError,
+    ImageData,
+    Split,
+    default_cache_dir,
+    finish,
+    fit_size,
+    search_dirs,
+)
 from shortcutlens.data.download import download_and_extract
 
 SOURCES = {
@@ -51,7 +59,7 @@ def _load(name: str, root: str | None, image_size: int | None, val_fraction: flo
             path = Path(found) / f
             try:
                 with open(path, "rb") as fh:
-                    d = pickle.load(fh, encoding="bytes")  # noqa: S301 (the official format)
+                    d = pickle.load(fh, encoding="bytes")
                 xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
                 ys.append(np.asarray(d[label_key], dtype=np.int64))
             except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as err:

@@ -17,7 +17,15 @@ import numpy as np
 import torch
 
 from shortcutlens.data import DATASETS
-from shortcutlens.data.base import DataNotFoundError, ImageData, Split, default_cache_dir, finish, fit_size, search_dirs
+from shortcutlens.data.base import (
+    DataNotFoundError,
+    ImageData,
+    Split,
+    default_cache_dir,
+    finish,
+    fit_size,
+    search_dirs,
+)
 from shortcutlens.data.download import download as fetch
 
 URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"

@@ -13,7 +13,15 @@ import numpy as np
 import torch
 
 from shortcutlens.data import DATASETS
-from shortcutlens.data.base import DataNotFoundError, ImageData, Split, default_cache_dir, finish, fit_size, search_dirs
+from shortcutlens.data.base import (
+    DataNotFoundError,
+    ImageData,
+    Split,
+    default_cache_dir,
+    finish,
+    fit_size,
+    search_dirs,
+)
 from shortcutlens.data.download import download_and_extract
 
 URL = "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"
