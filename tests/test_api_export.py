@@ -81,7 +81,7 @@ def test_export_writes_features_labels_and_a_manifest(run: dict[str, Path], caps
     test = create_dataset("imagefolder", root=str(run["data"]), image_size=SIZE).test
     assert feats.shape == (len(test), 64) and feats.dtype == np.float32
     assert np.array_equal(labels, test.labels.numpy())
-    assert torch.equal(torch.load(out / "features_pooled.pt"), torch.from_numpy(feats))
+    assert torch.equal(torch.load(out / "features_pooled.pt", weights_only=True), torch.from_numpy(feats))
     assert manifest["split"] == "test" and manifest["step"] == 3 and manifest["which"] == "raw"
     assert manifest["files"]["features_pooled.npy"] == {"shape": [len(test), 64], "dtype": "float32"}
     assert manifest["files"]["labels.pt"] == {"shape": [len(test)], "dtype": "int64"}
