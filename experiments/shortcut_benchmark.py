@@ -316,6 +316,8 @@ def cell(mean: float, std: float | None, n: int, scale: float = 100, unit: str =
         return "-"
     if n == 1 or std is None:
         return f"{scale * mean:.1f}{unit} (n = 1)"
+    if round(scale * std, 1) == 0:  # the same on every seed: say so, rather than a spread that reads as n = 1
+        return f"{scale * mean:.1f}{unit} (all {n} seeds)"
     return f"{scale * mean:.1f}{unit} ± {scale * std:.1f}"
 
 

@@ -48,6 +48,7 @@ def test_figures_are_paired_by_seed_with_intervals():
     assert f["clean_lens_effect"]["value"] == pytest.approx(statistics.fmean(effect))
     md = sb.markdown(table, figures)
     assert "| rotation | rotation arrow / lens | auto | 500 | 2 |" in md
+    assert "100.0 (all 3 seeds)" in md and "± 0.0" not in md  # the arrow row: 100% on every seed
 
 
 def test_single_seed_cells_say_n_equals_1():
