@@ -41,7 +41,7 @@ def parse_lens(text: str) -> tuple[int, int]:
 
 
 def make_trainer(*, backbone_width: float, lens_width: int | None, mode: str, batch: int, device: torch.device,
-                 lens_stride: int = 1, channels_last: bool = False) -> Trainer:
+                 lens_stride: int = 1, channels_last: bool = False, update_every: int = 1) -> Trainer:
     spec = {
         "data": {"name": "synthetic", "image_size": 32, "num_train": 4 * batch, "num_test": 16},
         "backbone": {"name": "resnet", "depth": 18, "width": backbone_width},
@@ -55,14 +55,16 @@ def make_trainer(*, backbone_width: float, lens_width: int | None, mode: str, ba
     return Trainer(backbone=parts.backbone, pretext=parts.pretext, lens=parts.lens, shortcut=parts.shortcut, data=data,
                    trainer=TrainerConfig(batch_size=batch, steps=10**6, warmup_steps=0, progress=False,
                                                channels_last=channels_last),
-                   adversary=AdversaryConfig(mode=mode), probe=ProbeConfig(untrained=False),
+                   adversary=AdversaryConfig(mode=mode, update_every=update_every), probe=ProbeConfig(untrained=False),
                    run_dir=tempfile.mkdtemp(), device=device)
 
 
 def time_steps(trainers: dict[str, Trainer], *, repeats: int, warmup: int, clock: str = "wall") -> dict[str, float]:
-    """Median seconds per step of each trainer, steps interleaved across trainers. ``clock="process"``
-    counts this process's CPU time (with one thread: the step's compute, much less moved by other jobs on
-    a shared CPU than the wall clock)."""
+    """Seconds per step of each trainer, steps interleaved across trainers: the median step, or, for a lens
+    that learns on every k-th step only (``lens.update_every=k``), the mean over one cycle of the per-phase
+    medians (one step with the lens's update, k − 1 without). ``clock="process"`` counts this process's CPU
+    time (with one thread: the step's compute, much less moved by other jobs on a shared CPU than the wall
+    clock)."""
     now = time.process_time if clock == "process" else time.perf_counter
     times: dict[str, list[float]] = {k: [] for k in trainers}
     for i in range(warmup + repeats):
@@ -74,8 +76,12 @@ def time_steps(trainers: dict[str, Trainer], *, repeats: int, warmup: int, clock
             if tr.device.type == "cuda":
                 torch.cuda.synchronize()
             if i >= warmup:
-                times[name].append(now() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+                times[name].append((i, now() - t))
+    out = {}
+    for name, tr in trainers.items():
+        k = tr.adv.update_every if tr.lens is not None else 1
+        out[name] = statistics.fmean(statistics.median(t for i, t in times[name] if i % k == phase) for phase in range(k))
+    return out
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -85,6 +91,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--modes", nargs="*", default=["full", "least_likely", "random_wrong", "entropy"])
     parser.add_argument("--memory-formats", nargs="*", default=["contiguous"], choices=["contiguous", "channels_last"],
                         help="trainer.channels_last=false / true (each compared with its own no-lens step)")
+    parser.add_argument("--update-every", nargs="*", type=int, default=[1, 2],
+                        help="lens.update_every values: the lens learns on every k-th step (k = 1: every step)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=2)
@@ -102,27 +110,30 @@ def main(argv: list[str] | None = None) -> list[dict]:
         trainers = {}
         for fmt in args.memory_formats:
             cl = fmt == "channels_last"
-            trainers[f"{fmt}/none/-"] = make_trainer(backbone_width=bw, lens_width=None, mode="full", batch=args.batch,
+            trainers[f"{fmt}/none/-/1"] = make_trainer(backbone_width=bw, lens_width=None, mode="full", batch=args.batch,
                                                      device=device, channels_last=cl)
             for lens in args.lenses:
                 lw, ls = parse_lens(lens)
                 for mode in args.modes:
-                    trainers[f"{fmt}/{mode}/{lens}"] = make_trainer(backbone_width=bw, lens_width=lw, lens_stride=ls,
-                                                                    mode=mode, batch=args.batch, device=device,
-                                                                    channels_last=cl)
+                    for every in args.update_every:
+                        trainers[f"{fmt}/{mode}/{lens}/{every}"] = make_trainer(
+                            backbone_width=bw, lens_width=lw, lens_stride=ls, mode=mode, batch=args.batch, device=device,
+                            channels_last=cl, update_every=every)
         med = time_steps(trainers, repeats=args.repeats, warmup=args.warmup, clock=clock)
         for name, sec in med.items():
-            fmt, mode, lens = name.split("/")
+            fmt, mode, lens, every = name.split("/")
             lw, ls = parse_lens(lens) if lens != "-" else (None, None)
             rows.append({"backbone_width": bw, "memory_format": fmt, "lens_width": lw, "lens_stride": ls,
-                         "mode": mode if lw else "no lens", "step_ms": 1000 * sec, "ratio": sec / med[f"{fmt}/none/-"],
+                         "mode": mode if lw else "no lens", "update_every": int(every) if lw else None,
+                         "step_ms": 1000 * sec, "ratio": sec / med[f"{fmt}/none/-/1"],
                          "images_per_s": args.batch / sec})
     load_after = os.getloadavg() if hasattr(os, "getloadavg") else None
-    lines = ["| backbone (ResNet-18 width) | memory format | lens mode | lens width | lens stride | step (ms) | × no-lens step | images/s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| backbone (ResNet-18 width) | memory format | lens mode | lens update every | lens width | lens stride | "
+             "step (ms) | × no-lens step | images/s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['backbone_width']} | {r['memory_format']} | {r['mode']} | {r['lens_width'] or '-'} | "
-                     f"{r['lens_stride'] or '-'} | {r['step_ms']:.0f} | {r['ratio']:.2f}× | {r['images_per_s']:.0f} |")
+        lines.append(f"| {r['backbone_width']} | {r['memory_format']} | {r['mode']} | {r['update_every'] or '-'} | "
+                     f"{r['lens_width'] or '-'} | {r['lens_stride'] or '-'} | {r['step_ms']:.0f} | {r['ratio']:.2f}× | "
+                     f"{r['images_per_s']:.0f} |")
     md = "\n".join(lines)
     machine = (torch.cuda.get_device_name() if device.type == "cuda"
                else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {os.cpu_count()} cores")

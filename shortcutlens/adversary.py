@@ -93,7 +93,7 @@ class Objective:
         return (lensed.float() - inputs.float()).pow(2).mean()
 
     def play(self, *, player: PlayerFn, lens: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
-             amp: bool = False, params: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+             amp: bool = False, params: list[torch.Tensor] | None = None, update_lens: bool = True) -> dict[str, torch.Tensor]:
         """One step of the game on views ``inputs (N, C, H, W)`` with pretext ``targets``: forward passes and
         every backward pass; leaves the gradients of both players in ``.grad`` (the caller steps the
         optimizers). Returns detached per-step metrics (``loss``, ``acc``, ``rec``, ``edit``, ...).
@@ -101,8 +101,13 @@ class Objective:
         ``params``: every parameter of both players, when they are the autograd graph's leaves (not under
         FSDP, whose sharded parameters are not): the last backward pass then fills only their gradients and
         skips the input gradient of the backbone's first layer at the leaf, which nothing reads (measured:
-        1–2% of a ``random_wrong`` step with the default ResNet on a CPU)."""
+        1–2% of a ``random_wrong`` step with the default ResNet on a CPU).
+
+        ``update_lens=False`` (``lens.update_every``: the steps between the lens's updates): the lens only
+        edits — no gradient for it, no objective, one backward pass for the feature extractor."""
         n = inputs.shape[0]
+        if not update_lens:
+            return self.edit_only(player=player, lens=lens, inputs=inputs, targets=targets, amp=amp)
         with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=amp):
             lensed = lens(inputs)
             rec = self.reconstruction(lensed, inputs)
@@ -126,6 +131,21 @@ class Objective:
         # through the lens (its graph is separate from the backbone's) plus λ·∂rec.
         torch.autograd.backward([loss, lensed, rec], [torch.ones_like(loss), grad, torch.full_like(rec, self.rec_weight)],
                                 inputs=params)
+        return metrics
+
+
+    def edit_only(self, *, player: PlayerFn, lens: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                  amp: bool = False) -> dict[str, torch.Tensor]:
+        """A step in which the lens does not learn: the feature extractor trains on the lensed views (and the
+        raw ones with ``feed_raw``) exactly as in ``play``, the lens's forward pass runs without a graph."""
+        n = inputs.shape[0]
+        with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=amp):
+            with torch.no_grad():
+                lensed = lens(inputs)
+            seen = torch.cat([lensed, inputs]) if self.feed_raw else lensed
+            loss, _, metrics = player(seen, targets, n, None)
+        loss.backward()
+        metrics["rec"], metrics["edit"] = self.reconstruction(lensed, inputs), (lensed - inputs).abs().mean()
         return metrics
 
 

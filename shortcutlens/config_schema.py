@@ -173,6 +173,7 @@ TRAINER: dict[str, Rule] = {
 ADVERSARY: dict[str, Rule] = {
     # ``mode``'s valid names come from the objective registry when there is one (see check_lens_mode).
     "mode": text(), "rec_weight": NON_NEGATIVE, "lr": LEARNING_RATE, "feed_raw": boolean(), "reverse_scale": POSITIVE,
+    "update_every": COUNT,
 }
 
 LENS: dict[str, dict[str, Rule]] = {

@@ -24,7 +24,7 @@ SPEC = {
 }
 
 
-def make_trainer(tmp_path, mode: str, rec_weight: float = 0.0, feed_raw: bool = False) -> Trainer:
+def make_trainer(tmp_path, mode: str, rec_weight: float = 0.0, feed_raw: bool = False, update_every: int = 1) -> Trainer:
     torch.manual_seed(0)
     data = build_data(SPEC)
     parts = build_components(SPEC, in_chans=data.channels, image_size=data.image_size)
@@ -32,7 +32,8 @@ def make_trainer(tmp_path, mode: str, rec_weight: float = 0.0, feed_raw: bool = 
         parts.lens.out.weight.normal_(0, 0.05)
     trainer = Trainer(backbone=parts.backbone, pretext=parts.pretext, lens=parts.lens, shortcut=parts.shortcut, data=data,
                       trainer=TrainerConfig(batch_size=16, steps=1, warmup_steps=0, progress=False),
-                      adversary=AdversaryConfig(mode=mode, rec_weight=rec_weight, feed_raw=feed_raw), probe=ProbeConfig(untrained=False),
+                      adversary=AdversaryConfig(mode=mode, rec_weight=rec_weight, feed_raw=feed_raw,
+                                                update_every=update_every), probe=ProbeConfig(untrained=False),
                       run_dir=tmp_path, device=torch.device("cpu"))
     # Keep the gradients of the step for inspection: no parameter updates.
     trainer.optimizer.step = lambda *a, **k: None
@@ -40,10 +41,10 @@ def make_trainer(tmp_path, mode: str, rec_weight: float = 0.0, feed_raw: bool = 
     return trainer
 
 
-def explicit_losses(trainer: Trainer, mode: str):
+def explicit_losses(trainer: Trainer, mode: str, step: int = 0):
     """Recompute the step's inputs and losses in plain autograd (two separate passes)."""
-    torch.manual_seed(step_seed(trainer.seed, 0, 0))
-    x, _ = trainer.loader.batch(0)
+    torch.manual_seed(step_seed(trainer.seed, 0, step))
+    x, _ = trainer.loader.batch(step)
     x = trainer.shortcut(to_float(x))
     inputs, targets = trainer.pretext.views(x)
     lensed = trainer.lens(inputs)
@@ -185,3 +186,38 @@ def test_a_new_objective_is_one_class_and_one_registry_entry(tmp_path):
             torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
     finally:
         OBJECTIVES._builders.pop("test_first_class")
+
+
+@pytest.mark.parametrize("mode", ["random_wrong", "full"])
+def test_update_every_lets_the_lens_learn_on_every_kth_step_only(tmp_path, mode):
+    """lens.update_every=2: on step 0 both players get the gradients of an every-step run; on step 1 the
+    feature extractor still trains on the lensed views (the pretext gradient through the lens's edit) and
+    the lens gets no gradient and no optimizer step."""
+    every_step, alternate = make_trainer(tmp_path / "a", mode), make_trainer(tmp_path / "b", mode, update_every=2)
+    lens_params = list(alternate.lens.parameters())
+    for tr in (every_step, alternate):
+        tr.train_step(0)
+    for g, w in zip(grads(lens_params) + grads(alternate.model_params),
+                    grads(list(every_step.lens.parameters())) + grads(every_step.model_params)):
+        torch.testing.assert_close(g, w)
+    assert any(g.abs().sum() > 0 for g in grads(lens_params))
+
+    alternate.optimizer.zero_grad(set_to_none=True)
+    alternate.lens_optimizer.zero_grad(set_to_none=True)
+    stepped = []
+    alternate.lens_optimizer.step = lambda *a, **k: stepped.append(True)
+    metrics = alternate.train_step(1)
+    assert all(p.grad is None for p in lens_params) and not stepped
+    assert "adv_loss" not in metrics and metrics["edit"] > 0
+    loss, _, _, _ = explicit_losses(alternate, mode, step=1)
+    want = torch.autograd.grad(loss, alternate.model_params, allow_unused=True)
+    for g, w in zip(grads(alternate.model_params), want):
+        torch.testing.assert_close(g, w if w is not None else torch.zeros_like(g), rtol=1e-4, atol=1e-6)
+
+
+def test_update_every_must_be_a_positive_count():
+    from shortcutlens.cli.common import compose
+    from shortcutlens.config_schema import ConfigError, validate_train
+
+    with pytest.raises(ConfigError, match="lens.update_every"):
+        validate_train(compose(["lens=unet", "lens.update_every=0"]))

@@ -46,6 +46,8 @@ class AdversaryConfig:
     feed_raw: bool = False          # also train the feature extractor on the raw batch (the paper does): one
                                     # batch of 2N images, the mean of the two losses; the lens sees the lensed half's gradient only
     reverse_scale: float = 1.0      # gradient-reversal multiplier in full mode
+    update_every: int = 1           # the lens learns on every k-th step and only edits on the others (k − 1 of k
+                                    # steps then cost a no-lens step plus the lens's forward pass)
 
 
 @dataclass

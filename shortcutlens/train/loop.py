@@ -169,15 +169,18 @@ class Trainer:
                 loss, _, metrics = self.train_player(inputs, targets)
             loss.backward()
         else:  # the lens's side: forward passes and every backward pass (shortcutlens.adversary)
-            metrics = self.objective.play(player=self.train_player, lens=self.train_lens, inputs=inputs,
-                                          targets=targets, amp=self.amp, params=self.game_params)
+            metrics = self.objective.play(player=self.train_player, lens=self.train_lens, inputs=inputs, targets=targets,
+                                          amp=self.amp, params=self.game_params, update_lens=self.lens_learns(step))
         if self.cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model_params, self.cfg.grad_clip)
         self.optimizer.step()
-        if self.lens_optimizer is not None:
+        if self.lens_optimizer is not None and self.lens_learns(step):
             self.lens_optimizer.step()
         metrics["lr"] = torch.tensor(lr)
         return metrics
+
+    def lens_learns(self, step: int) -> bool:  # lens.update_every: the lens takes a gradient step
+        return step % self.adv.update_every == 0
 
     def make_views(self, x: torch.Tensor, *, augment: nn.Module | None = None, clean: bool = False,
                    pretext: Pretext | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,10 +217,13 @@ class Trainer:
         self.player.train()
         while self.step < self.cfg.steps:
             if "flops_per_step" not in self.extra_state:
-                # Counted once, on the first step: the compute axis of scaling-law fits.
+                # The compute axis of scaling-law fits: the mean of one lens.update_every cycle's steps.
                 with flop_counter() as counter:
                     metrics = self.train_step(self.step)
-                self.extra_state["flops_per_step"] = int(counter.get_total_flops()) * self.world
+                counted = self.extra_state.setdefault("flops_counted", [])
+                counted.append(int(counter.get_total_flops()) * self.world)
+                if len(counted) >= (self.adv.update_every if self.lens is not None else 1):
+                    self.extra_state["flops_per_step"] = sum(counted) // len(counted)
             else:
                 metrics = self.train_step(self.step)
             for k, v in metrics.items():
