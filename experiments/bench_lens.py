@@ -128,8 +128,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                          "step_ms": 1000 * sec, "ratio": sec / med[f"{fmt}/none/-/1"],
                          "images_per_s": args.batch / sec})
     load_after = os.getloadavg() if hasattr(os, "getloadavg") else None
-    lines = ["| backbone (ResNet-18 width) | memory format | lens mode | lens update every | lens width | lens stride | "
-             "step (ms) | × no-lens step | images/s |", "|---|---|---|---|---|---|---|---|---|"]
+    header = ("| backbone (ResNet-18 width) | memory format | lens mode | lens update every | lens width | lens stride | "
+              "step (ms) | × no-lens step | images/s |")
+    lines = [header, "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['backbone_width']} | {r['memory_format']} | {r['mode']} | {r['update_every'] or '-'} | "
                      f"{r['lens_width'] or '-'} | {r['lens_stride'] or '-'} | {r['step_ms']:.0f} | {r['ratio']:.2f}× | "

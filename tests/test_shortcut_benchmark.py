@@ -137,3 +137,27 @@ def test_lens_extra_reaches_the_lens_rows_only(tmp_path, monkeypatch):
                for row, seed, steps, extra, out, _ in planned}
     assert budgets == {"rotation clean / no lens": None, "rotation arrow / no lens": None,
                        "rotation arrow / lens": 0.01, "rotation clean / lens": 0.01}
+
+
+def test_a_finished_run_under_other_settings_is_refused_not_counted(tmp_path):
+    """The benchmark resumes by finding metrics.json; a run made under another protocol (here 500 steps
+    where the protocol now says 7) must not be counted as this protocol's."""
+    import json
+
+    from shortcutlens.cli.common import compose
+
+    row = ROT[0]
+    saved = compose(sb.overrides(row, seed=0, steps=500, extra=[], out=tmp_path))
+    saved["run_dir"] = "/elsewhere"  # a moved run is still the same run
+    folder = sb.run_dir(row, 0, tmp_path)
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"config": saved, "probe_acc": 0.8, "step": 500}))
+    import torch
+
+    threads = torch.get_num_threads()  # run_one sets the worker's thread count
+    try:
+        with pytest.raises(SystemExit, match=r"trainer.steps: 500 -> 7"):
+            sb.run_one((row, 0, 7, [], tmp_path, threads))
+        assert sb.run_one((row, 0, 500, [], tmp_path, threads))["probe_acc"] == 0.8  # same settings: counted
+    finally:
+        torch.set_num_threads(threads)
