@@ -125,7 +125,7 @@ def test_entropy_mode_hands_the_lens_the_gradient_of_the_negated_entropy(tmp_pat
     lens_params = list(trainer.lens.parameters())
     got_lens, got_model = grads(lens_params), grads(trainer.model_params)
 
-    loss, rec, features, targets = explicit_losses(trainer, "entropy")
+    loss, rec, features, _ = explicit_losses(trainer, "entropy")
     p = trainer.pretext.logits(features).softmax(-1)
     neg_entropy = (p * p.log()).sum(-1).mean()
     want_lens = torch.autograd.grad(neg_entropy + 2.0 * rec, lens_params, retain_graph=True)

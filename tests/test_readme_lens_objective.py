@@ -32,7 +32,7 @@ def test_the_readme_lens_objective_example_trains(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(common, "compose", lambda overrides: compose([*overrides, *TINY]))
     torch.set_num_threads(1)
     try:
-        exec(compile(example(), str(README), "exec"), {"__name__": "readme_example"})
+        exec(compile(example(), str(README), "exec"), {"__name__": "readme_example"})  # noqa: S102 (the README's own example, run as written)
         objective = adversary.create_objective("most_likely_wrong", pretext="rotation")
     finally:
         adversary.OBJECTIVES._builders.pop("most_likely_wrong", None)

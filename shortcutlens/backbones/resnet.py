@@ -147,7 +147,7 @@ class ResNet(nn.Module):
         block_name, blocks = DEPTHS[depth]
         block = BasicBlock if block_name == "basic" else Bottleneck
         preact = version == 2
-        base = max(1, int(round(64 * width)))
+        base = max(1, round(64 * float(width)))
 
         if stem == "small":
             layers: list[nn.Module] = [_conv3x3(in_chans, base)]

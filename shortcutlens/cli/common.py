@@ -116,7 +116,7 @@ def hydra_error_line(err: BaseException, *, config_name: str, argv: list[str]) -
     unknown = re.search(r"Could not (?:override|delete from config|append to config)[^']*'([^']+)'", text)
     if unknown and not isinstance(cause, ValidationError):
         key = unknown.group(1)
-        parent, _, leaf = key.rpartition(".")
+        parent, _, _ = key.rpartition(".")
         if "Could not append" in text:
             return f"+{key}: {key} already exists; set it without the '+' ({key}=...)"
         keys = valid_keys(config_name, argv, key)
@@ -171,7 +171,7 @@ def valid_keys(config_name: str, argv: list[str], key: str) -> list[str]:
         node: Any = cfg
         for part in filter(None, parent.split(".")):
             node = node[part]
-        return [str(k) for k in node.keys()]
+        return [str(k) for k in node]
     except Exception:  # noqa: BLE001 (the other overrides are broken too: no list, the line still names the key)
         return []
     finally:
