@@ -133,7 +133,6 @@ class Objective:
                                 inputs=params)
         return metrics
 
-
     def edit_only(self, *, player: PlayerFn, lens: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                   amp: bool = False) -> dict[str, torch.Tensor]:
         """A step in which the lens does not learn: the feature extractor trains on the lensed views (and the

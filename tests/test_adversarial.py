@@ -221,3 +221,24 @@ def test_update_every_must_be_a_positive_count():
 
     with pytest.raises(ConfigError, match="lens.update_every"):
         validate_train(compose(["lens=unet", "lens.update_every=0"]))
+
+
+def test_flops_per_step_is_the_mean_of_one_update_every_cycle(tmp_path):
+    """With lens.update_every=2 the steps alternate between two costs; the recorded FLOPs per step (the
+    compute axis of scaling fits) is their mean, counted over one cycle, not the first step's."""
+    from shortcutlens.flops import flop_counter
+
+    costs = []
+    for step in (0, 1):
+        probe = make_trainer(tmp_path / f"probe{step}", "random_wrong", update_every=2)
+        with flop_counter() as counter:
+            probe.train_step(step)
+        costs.append(int(counter.get_total_flops()))
+    assert costs[0] > costs[1]  # the lens's update (its objective and backward passes) costs more
+
+    trainer = make_trainer(tmp_path / "fit", "random_wrong", update_every=2)
+    trainer.cfg.steps, trainer.cfg.log_every = 2, 2
+    trainer.finish = lambda: {}  # the run's end (probe, pictures) is not what this test is about
+    trainer.fit()
+    assert trainer.extra_state["flops_per_step"] == sum(costs) // 2
+    assert "flops_counted" not in trainer.extra_state

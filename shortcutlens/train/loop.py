@@ -223,7 +223,7 @@ class Trainer:
                 counted = self.extra_state.setdefault("flops_counted", [])
                 counted.append(int(counter.get_total_flops()) * self.world)
                 if len(counted) >= (self.adv.update_every if self.lens is not None else 1):
-                    self.extra_state["flops_per_step"] = sum(counted) // len(counted)
+                    self.extra_state["flops_per_step"] = sum(self.extra_state.pop("flops_counted")) // len(counted)
             else:
                 metrics = self.train_step(self.step)
             for k, v in metrics.items():
