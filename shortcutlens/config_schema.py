@@ -240,7 +240,8 @@ _MARK = {"position": position(), "size": number(0, 1, lo_open=True), "intensity"
 SHORTCUT: dict[str, dict[str, Rule]] = {
     "none": {}, "arrow": dict(_MARK), "watermark": dict(_MARK), "chromatic_aberration": dict(_MARK),
     "gradient": {"intensity": NON_NEGATIVE},
-    "instance_code": {"bits": integer(1, 64), "cell": COUNT, "position": position()},
+    "instance_code": {"bits": integer(1, 64), "cell": COUNT, "position": position(),
+                      "contrast": number(0, 1, lo_open=True)},
 }
 
 TAPS = list_of(Rule("'pooled' or a layer index", lambda v: v == "pooled" or _is_int(v)), min_len=1)

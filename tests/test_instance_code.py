@@ -69,3 +69,18 @@ def test_clean_keeps_the_shortcut_channels():
     rotation = create_pretext("rotation", num_features=8)
     inputs, _ = shortcut_views(aberration, images(), rotation.views, sources=rotation.view_sources, clean=True)
     assert inputs.shape[1] == 3 and torch.equal(inputs[:, 0], inputs[:, 2])  # grayscale replicated, no fringe
+
+
+def test_contrast_sets_the_grey_levels_and_the_price_of_erasing_the_code():
+    x = images()
+    full, half = create_shortcut("instance_code"), create_shortcut("instance_code", contrast=0.5)
+    assert torch.equal(read_code(half(x)), full.codes(x))  # the same code, read at the 0.5 threshold
+    block = half(x)[:, 0, :8, :8]
+    assert set(block.unique().tolist()) == {0.25, 0.75}
+    # flattening the block to grey costs 64 px x 0.25 / 1024 px of mean |edit|: under the lens's 0.02 budget
+    grey = half(x).clone()
+    grey[:, :, :8, :8] = 0.5
+    assert torch.allclose((grey - half(x)).abs().mean((1, 2, 3)), torch.full((6,), 64 * 0.25 / 1024))
+    assert (full(x)[:, 0, :8, :8] - 0.5).abs().mean() * 64 / 1024 > 0.02  # black/white: over budget
+    with pytest.raises(ValueError, match="contrast"):
+        create_shortcut("instance_code", contrast=0.0)
