@@ -451,6 +451,9 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], list[dict]]:
 
     results.mkdir(parents=True, exist_ok=True)
     pictures = {}
+    # a picture whose run folder has gone (runs kept as metrics.json only) stays as the last collect drew it
+    earlier = results / f"{tag}.json"
+    earlier = json.loads(earlier.read_text()).get("pictures", {}) if earlier.is_file() else {}
     for name in PROTOCOLS:  # the lens-edit grid of each pretext's cue + lens row, seed 0 (not the best)
         headline = next(r.name for r in ROWS if r.pretext == name and r.role == "lens")
         pick = [r for r in runs if r["row"] == headline and r.get("edit_png")
@@ -460,6 +463,8 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], list[dict]]:
             dest = results / f"{tag}_{name}_edits.png"
             shutil.copy(r["edit_png"], dest)
             pictures[name] = {"png": str(dest), "seed": r["seed"], "edit_ratio": r.get("edit_ratio")}
+        elif name in earlier and Path(earlier[name]["png"]).is_file():
+            pictures[name] = earlier[name]
     settings = {"protocols": {k: vars(v) for k, v in PROTOCOLS.items() if any(r.pretext == k for r in rows)},
                 "common_overrides": list(COMMON), "extra": extra, "lens_extra": args.lens_extra, "seeds": seeds,
                 "secondary_seeds": secondary_seeds,
