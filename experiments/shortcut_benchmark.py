@@ -410,6 +410,8 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], list[dict]]:
     parser.add_argument("--results", type=Path, default=None, help="tables and pictures (default <out>/results)")
     parser.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides for every run")
     parser.add_argument("--lens-extra", nargs="*", default=[], help="more Hydra overrides for the lens rows only")
+    parser.add_argument("--cue-extra", nargs="*", default=[],
+                        help="more Hydra overrides for the rows carrying each task's headline cue (e.g. its strength)")
     parser.add_argument("--collect", action="store_true", help="only tabulate the runs already finished under --out")
     args = parser.parse_args(argv)
     tag = "shortcut_benchmark_quick" if args.quick else "shortcut_benchmark"
@@ -430,7 +432,8 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], list[dict]]:
     # Seed by seed, headline rows first, so a cut-short invocation leaves complete seeds behind.
     plan = sorted(((row.secondary, seed, ROWS.index(row), row) for row in rows
                    for seed in (secondary_seeds if row.secondary else seeds)), key=lambda t: t[:3])
-    jobs = [(row, seed, steps_of(row), extra + (args.lens_extra if row.lens else []), out, threads)
+    jobs = [(row, seed, steps_of(row), extra + (args.lens_extra if row.lens else [])
+             + (args.cue_extra if row.cue == PROTOCOLS[row.pretext].cue else []), out, threads)
             for _, seed, _, row in plan]
     done = [(row, seed) for row, seed, *_ in jobs if (run_dir(row, seed, out) / "metrics.json").is_file()]
     print(f"{len(jobs)} runs ({len(rows)} rows; seeds {seeds}, secondary rows {secondary_seeds}); "
@@ -466,7 +469,8 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], list[dict]]:
         elif name in earlier and Path(earlier[name]["png"]).is_file():
             pictures[name] = earlier[name]
     settings = {"protocols": {k: vars(v) for k, v in PROTOCOLS.items() if any(r.pretext == k for r in rows)},
-                "common_overrides": list(COMMON), "extra": extra, "lens_extra": args.lens_extra, "seeds": seeds,
+                "common_overrides": list(COMMON), "extra": extra, "lens_extra": args.lens_extra,
+                "cue_extra": args.cue_extra, "seeds": seeds,
                 "secondary_seeds": secondary_seeds,
                 "command": "python experiments/shortcut_benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                 "seconds_this_invocation": time.perf_counter() - start,

@@ -139,6 +139,38 @@ def test_lens_extra_reaches_the_lens_rows_only(tmp_path, monkeypatch):
                        "rotation arrow / lens": 0.01, "rotation clean / lens": 0.01}
 
 
+def test_cue_extra_reaches_the_headline_cue_rows_only(tmp_path, monkeypatch):
+    planned = []
+
+    class Pool:
+        def __init__(self, *_, **__):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *_):
+            return False
+
+        def imap_unordered(self, _fn, jobs):
+            planned.extend(jobs)
+            raise RuntimeError("planned only")
+
+    monkeypatch.setattr(sb, "get_context", lambda _: type("Ctx", (), {"Pool": Pool}))
+    with pytest.raises(RuntimeError, match="planned only"):
+        sb.main(["--pretexts", "contrastive", "--seeds", "0", "--cue-extra", "shortcut.contrast=0.5",
+                 "--out", str(tmp_path)])
+    from shortcutlens.cli.common import compose
+
+    shortcut = {row.name: compose(sb.overrides(row, seed=seed, steps=steps, extra=extra, out=out))["shortcut"]
+                for row, seed, steps, extra, out, _ in planned}
+    coded = {name for name in shortcut if "instance_code" in name}
+    assert coded and all(shortcut[name]["contrast"] == 0.5 for name in coded)
+    # the clean rows and the watermark control carry no code, so the override does not reach them
+    assert all("contrast" not in shortcut[name] for name in set(shortcut) - coded)
+    assert any("watermark" in name for name in shortcut)
+
+
 def test_a_finished_run_under_other_settings_is_refused_not_counted(tmp_path):
     """The benchmark resumes by finding metrics.json; a run made under another protocol (here 500 steps
     where the protocol now says 7) must not be counted as this protocol's."""
