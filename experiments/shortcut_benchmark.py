@@ -88,12 +88,16 @@ PROTOCOLS: dict[str, Protocol] = {
         controls=("watermark",), modes=("full",), lens_mode="random_wrong",
     ),
     "contrastive": Protocol(
-        "contrastive", "instance_code", 500, ("trainer.batch_size=64",),
+        "contrastive", "instance_code", 1500, ("trainer.batch_size=64",),
         why="64 images x 2 views = 128 views per step. NT-Xent's positives are found by the per-instance code "
-            "as soon as the network reads it; the watermark is the negative control. The lens plays "
-            "random_wrong on the cross-view logits (a random other image's view as the target), as for "
-            "exemplar; full (auto) is the secondary row.",
-        controls=("watermark",), modes=("full",), lens_mode="random_wrong",
+            "as soon as the network reads it; the watermark is the negative control. 1,500 steps: at 500 the "
+            "clean task beat its untrained probe by only 1.2 points [-1.7, 4.2] (4 seeds), and the lens had "
+            "no time to take the code back once the network had learned to read it (seed 0: full mode found the "
+            "code, 70x, but probed 52.2% against 46.3% without it); at 1,500 seed 0 gained 5.3 points and the "
+            "full-mode lens erased the code (193x) and probed 78.9% against 40.6% without it and 81.9% clean. "
+            "The lens plays full (the library's auto for this task: maximise NT-Xent); random_wrong on the "
+            "cross-view logits (a random other image's view as the target) is the secondary row.",
+        controls=("watermark",), modes=("random_wrong",), lens_mode="full",
     ),
     "relative_location": Protocol(
         "relative_location", "chromatic_aberration", 500,
