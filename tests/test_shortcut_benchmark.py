@@ -110,7 +110,11 @@ def test_plan_resumes_and_writes_results_under_out_by_default(tmp_path, monkeypa
     assert {p: p.stat().st_mtime for p in sb.RESULTS.glob("*")} == tracked
 
 
-def test_lens_extra_reaches_the_lens_rows_only(tmp_path, monkeypatch):
+def planned_configs(monkeypatch, argv: list[str]) -> dict[str, dict]:
+    """Run the benchmark's planning with a pool that records its jobs instead of running them: each
+    planned row's composed config."""
+    from shortcutlens.cli.common import compose
+
     planned = []
 
     class Pool:
@@ -129,41 +133,23 @@ def test_lens_extra_reaches_the_lens_rows_only(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sb, "get_context", lambda _: type("Ctx", (), {"Pool": Pool}))
     with pytest.raises(RuntimeError, match="planned only"):
-        sb.main(["--pretexts", "rotation", "--no-secondary", "--seeds", "0", "--lens-extra", "lens.budget=0.01",
-                 "--out", str(tmp_path)])
-    from shortcutlens.cli.common import compose
+        sb.main(argv)
+    return {row.name: compose(sb.overrides(row, seed=seed, steps=steps, extra=extra, out=out))
+            for row, seed, steps, extra, out, _ in planned}
 
-    budgets = {row.name: compose(sb.overrides(row, seed=seed, steps=steps, extra=extra, out=out))["lens"].get("budget")
-               for row, seed, steps, extra, out, _ in planned}
+
+def test_lens_extra_reaches_the_lens_rows_only(tmp_path, monkeypatch):
+    configs = planned_configs(monkeypatch, ["--pretexts", "rotation", "--no-secondary", "--seeds", "0",
+                                            "--lens-extra", "lens.budget=0.01", "--out", str(tmp_path)])
+    budgets = {name: cfg["lens"].get("budget") for name, cfg in configs.items()}
     assert budgets == {"rotation clean / no lens": None, "rotation arrow / no lens": None,
                        "rotation arrow / lens": 0.01, "rotation clean / lens": 0.01}
 
 
 def test_cue_extra_reaches_the_headline_cue_rows_only(tmp_path, monkeypatch):
-    planned = []
-
-    class Pool:
-        def __init__(self, *_, **__):
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *_):
-            return False
-
-        def imap_unordered(self, _fn, jobs):
-            planned.extend(jobs)
-            raise RuntimeError("planned only")
-
-    monkeypatch.setattr(sb, "get_context", lambda _: type("Ctx", (), {"Pool": Pool}))
-    with pytest.raises(RuntimeError, match="planned only"):
-        sb.main(["--pretexts", "contrastive", "--seeds", "0", "--cue-extra", "shortcut.contrast=0.5",
-                 "--out", str(tmp_path)])
-    from shortcutlens.cli.common import compose
-
-    shortcut = {row.name: compose(sb.overrides(row, seed=seed, steps=steps, extra=extra, out=out))["shortcut"]
-                for row, seed, steps, extra, out, _ in planned}
+    configs = planned_configs(monkeypatch, ["--pretexts", "contrastive", "--seeds", "0",
+                                            "--cue-extra", "shortcut.contrast=0.5", "--out", str(tmp_path)])
+    shortcut = {name: cfg["shortcut"] for name, cfg in configs.items()}
     coded = {name for name in shortcut if "instance_code" in name}
     assert coded and all(shortcut[name]["contrast"] == 0.5 for name in coded)
     # the clean rows and the watermark control carry no code, so the override does not reach them
