@@ -17,7 +17,7 @@ Figures per pretext, paired by seed: gain over the untrained backbone (clean −
 costs (clean − cue), recovery = (lens − cue) / (clean − cue) with a bootstrap interval over seeds, and the
 lens's effect on clean data (clean+lens − clean) with a t-interval.
 
-    python experiments/shortcut_benchmark.py --quick                      # rotation, 4 runs, ~6 min on 2 cores
+    python experiments/shortcut_benchmark.py --quick                      # rotation, 4 runs, ~2.5 min on 2 idle cores
     python experiments/shortcut_benchmark.py --pretexts rotation --seeds 0 1 2 3 4
     python experiments/shortcut_benchmark.py                              # everything (resumable; run it in parts)
     python experiments/shortcut_benchmark.py --collect --results experiments/results   # tabulate what finished
