@@ -459,8 +459,8 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], list[dict]]:
     results.mkdir(parents=True, exist_ok=True)
     pictures = {}
     # a picture whose run folder has gone (runs kept as metrics.json only) stays as the last collect drew it
-    earlier = results / f"{tag}.json"
-    earlier = json.loads(earlier.read_text()).get("pictures", {}) if earlier.is_file() else {}
+    last = results / f"{tag}.json"
+    earlier = json.loads(last.read_text()).get("pictures", {}) if last.is_file() else {}
     for name in PROTOCOLS:  # the lens-edit grid of each pretext's cue + lens row, seed 0 (not the best)
         headline = next(r.name for r in ROWS if r.pretext == name and r.role == "lens")
         pick = [r for r in runs if r["row"] == headline and r.get("edit_png")

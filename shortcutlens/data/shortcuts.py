@@ -223,8 +223,9 @@ class InstanceCode(Shortcut):
 
     ``contrast`` sets the cells' grey levels, ``0.5 ± contrast/2``: 1 gives black and white cells; 0.5 gives
     0.25 and 0.75, which the lens can flatten to grey for a mean |edit| of 64·0.25/1024 ≈ 0.016 per 32-px
-    image (within its 0.02 budget), where blanking black-and-white cells costs ≈ 0.031. The code reads the
-    same either way; only the price of erasing it changes.
+    image (within its 0.02 budget), where blanking black-and-white cells costs ≈ 0.031. The code decodes the
+    same either way, but a network may not learn to read faint cells: contrastive training at 500 steps
+    read neither 0.5 nor 0.75 (README, the shortcut benchmark), so the default stays 1.
 
     ``codes(images)``: ``(B, C, H, W)`` floats in [0, 1] -> ``(B,)`` int64 in ``[0, 2**bits)``.
     ``forward(views, codes=...)``: ``(N, C, H, W)`` views and ``(N,)`` codes -> stamped views.
