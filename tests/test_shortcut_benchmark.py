@@ -146,6 +146,20 @@ def test_lens_extra_reaches_the_lens_rows_only(tmp_path, monkeypatch):
                        "rotation arrow / lens": 0.01, "rotation clean / lens": 0.01}
 
 
+def test_a_protocols_lens_overrides_reach_every_lens_row_of_its_task_only(tmp_path, monkeypatch):
+    configs = planned_configs(monkeypatch, ["--pretexts", "contrastive", "rotation", "--seeds", "0", "--out", str(tmp_path)])
+    budgets = {name: cfg["lens"].get("budget") for name, cfg in configs.items()}
+    protocol = {o.split("=")[0]: o.split("=")[1] for o in sb.PROTOCOLS["contrastive"].lens_overrides}
+    for name, budget in budgets.items():
+        lens = configs[name]["lens"]["name"] == "unet"
+        if name.startswith("contrastive") and lens:  # headline and secondary lens rows alike
+            assert budget == float(protocol["lens.budget"]), name
+        elif lens:  # another task's lens keeps the library default
+            assert budget == 0.02, name
+        else:
+            assert budget is None, name
+
+
 def test_cue_extra_reaches_the_headline_cue_rows_only(tmp_path, monkeypatch):
     configs = planned_configs(monkeypatch, ["--pretexts", "contrastive", "--seeds", "0",
                                             "--cue-extra", "shortcut.contrast=0.5", "--out", str(tmp_path)])
