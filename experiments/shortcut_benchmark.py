@@ -78,15 +78,17 @@ PROTOCOLS: dict[str, Protocol] = {
         controls=("gradient",), modes=("least_likely", "full"),
     ),
     "exemplar": Protocol(
-        "exemplar", "instance_code", 500, ("trainer.batch_size=32", "pretext.copies=4"),
+        "exemplar", "instance_code", 1500, ("trainer.batch_size=32", "pretext.copies=4"),
         why="32 images x 4 augmented copies = 128 views per step, like the rotation rows. The cue is per "
             "instance: a 16-bit hash of each image stamped on all its copies after the augmentation, so the "
             "triplet loss can match copies by reading it. The fixed watermark (the same on every image, so no "
-            "instance cue) is the negative control. The lens plays random_wrong on the task's logits (each "
-            "copy's similarity to every image of the batch): a random other image as its target, the instance "
-            "analogue of the non-saturating target that focused the lens on rotation; full (auto) is the "
-            "secondary row.",
-        controls=("watermark",), modes=("full",), lens_mode="random_wrong",
+            "instance cue) is the negative control. 1,500 steps: at 500 (seed 0) the clean task gained 1.3 "
+            "points over its untrained probe and the code cost the probe only 0.9 although it was read (74.8% "
+            "pretext accuracy against 26.6%); at 1,500 the clean task gained 2.5 and the code cost 12.5 "
+            "(experiments/results/archive/exemplar_500_steps). The lens plays full (maximise the triplet loss) at edit budget 0.03, "
+            "as for contrastive and for the same reasons: the code is the same, and at 500 steps random_wrong "
+            "did not focus on it; random_wrong on the copies' similarity logits is the secondary row.",
+        controls=("watermark",), modes=("random_wrong",), lens_mode="full", lens_overrides=("lens.budget=0.03",),
     ),
     "contrastive": Protocol(
         "contrastive", "instance_code", 1500, ("trainer.batch_size=64",),
