@@ -85,9 +85,9 @@ PROTOCOLS: dict[str, Protocol] = {
             "instance cue) is the negative control. 1,500 steps: at 500 (seed 0) the clean task gained 1.3 "
             "points over its untrained probe and the code cost the probe only 0.9 although it was read (74.8% "
             "pretext accuracy against 26.6%); at 1,500 the clean task gained 2.5 and the code cost 12.5 "
-            "(experiments/results/archive/exemplar_500_steps). The lens plays full (maximise the triplet loss) at edit budget 0.03, "
-            "as for contrastive and for the same reasons: the code is the same, and at 500 steps random_wrong "
-            "did not focus on it; random_wrong on the copies' similarity logits is the secondary row.",
+            "(experiments/results/archive/exemplar_500_steps). The lens plays full (maximise the triplet "
+            "loss) at edit budget 0.03, what took contrastive's identical code back (the budget covers "
+            "blanking it); random_wrong on the copies' similarity logits is the secondary row.",
         controls=("watermark",), modes=("random_wrong",), lens_mode="full", lens_overrides=("lens.budget=0.03",),
     ),
     "contrastive": Protocol(
