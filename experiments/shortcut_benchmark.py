@@ -6,7 +6,7 @@ that bites it, and why each was chosen) in four headline rows, every seed:
 
     clean / no lens      the representation the task learns on its own (and the untrained probe)
     <cue> / no lens      the task meets a shortcut: pretext accuracy up, probe down
-    <cue> / lens         the lens plays against it (``lens.mode=auto``: random_wrong or full)
+    <cue> / lens         the lens plays against it (the protocol's objective and budget, else the library's)
     clean / lens         what the lens costs, or gives, when there is nothing to remove
 
 plus secondary rows on seed 0 (other cues, other lens objectives, negative controls). The probe is a
