@@ -112,6 +112,8 @@ class Jigsaw(PatchPretext):
     hidden_dim, dropout: the head (Kolesnikov et al.: 4096, 0.5; ``hidden_dim=0`` = linear).
     grid_fraction, jitter_fraction, grayscale_probability: see ``pretexts.patch_grid`` (defaults from
         Kolesnikov et al.: 255/292, 21/85, 0.66).
+    probe_tiles: probe whole images on the mean of the tiles' features even where the trunk takes whole
+        images (Kolesnikov et al.'s evaluation of the patch tasks; ``PatchPretext.probe_backbone``).
     """
 
     def __init__(
@@ -126,9 +128,10 @@ class Jigsaw(PatchPretext):
         grid_fraction: float = GRID_FRACTION,
         jitter_fraction: float = JITTER_FRACTION,
         grayscale_probability: float = 0.66,
+        probe_tiles: bool = False,
     ) -> None:
         super().__init__(grid_fraction=grid_fraction, jitter_fraction=jitter_fraction,
-                         grayscale_probability=grayscale_probability)
+                         grayscale_probability=grayscale_probability, probe_tiles=probe_tiles)
         if permutations_per_image < 1:
             raise ValueError(f"permutations_per_image must be at least 1, got {permutations_per_image}")
         self.num_classes = num_permutations

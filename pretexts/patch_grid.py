@@ -170,11 +170,13 @@ class PatchPretext(Pretext):
 
     classification = True
 
-    def __init__(self, *, grid_fraction: float, jitter_fraction: float, grayscale_probability: float) -> None:
+    def __init__(self, *, grid_fraction: float, jitter_fraction: float, grayscale_probability: float,
+                 probe_tiles: bool = False) -> None:
         super().__init__()
         grid_geometry(32, grid_fraction=grid_fraction, jitter_fraction=jitter_fraction)  # validate early
         self.grid_fraction, self.jitter_fraction = grid_fraction, jitter_fraction
         self.grayscale_probability = grayscale_probability
+        self.probe_tiles = probe_tiles
 
     def geometry(self, image_size: int) -> GridGeometry:
         return grid_geometry(image_size, grid_fraction=self.grid_fraction, jitter_fraction=self.jitter_fraction)
@@ -188,14 +190,19 @@ class PatchPretext(Pretext):
 
     def probe_backbone(self, backbone: nn.Module, image_size: int) -> nn.Module:
         """A ``TileMeanBackbone`` when ``backbone`` was built for this task's tiles of ``image_size``-px images
-        and cannot take whole ones as it was trained (a Mixer, a ViT's position table); ``backbone`` itself
-        otherwise (a ResNet, or a backbone built for the whole image), so its features are unchanged.
+        and cannot take whole ones as it was trained (a Mixer, a ViT's position table), or when
+        ``probe_tiles`` asks for it; ``backbone`` itself otherwise (a ResNet, or a backbone built for the
+        whole image), so its features are unchanged.
 
         Relative location and jigsaw train the trunk on tiles, and the papers transfer that trunk (Doersch
-        et al., ICCV 2015; Noroozi & Favaro, ECCV 2016)."""
+        et al., ICCV 2015; Noroozi & Favaro, ECCV 2016). ``probe_tiles`` is Kolesnikov et al.'s evaluation of
+        the patch tasks (CVPR 2019; their config/evaluation/jigsaw_or_relative_patch_location.sh cuts the 3×3
+        grid without jitter and average-pools the tiles' representations): a convolutional trunk trained on
+        small tiles is probed at the scale it learned, which matters when the tiles are a fifth of the image."""
         native = native_input_size(backbone)
         geometry = self.geometry(image_size)
-        if native is not None and native[0] == (geometry.patch, geometry.patch) and geometry.patch < image_size:
+        built_for_tiles = native is not None and native[0] == (geometry.patch, geometry.patch)
+        if (built_for_tiles or self.probe_tiles) and geometry.patch < image_size:
             return TileMeanBackbone(backbone, geometry)
         return backbone
 

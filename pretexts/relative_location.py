@@ -41,6 +41,8 @@ class RelativeLocation(PatchPretext):
     grid_fraction, jitter_fraction: grid geometry as fractions of the image and the cell
         (defaults 255/292 and 21/85 from Kolesnikov et al.; see ``pretexts.patch_grid``).
     grayscale_probability: per-image chance of grayscale before cutting (Kolesnikov et al.: 0.66).
+    probe_tiles: probe whole images on the mean of the tiles' features even where the trunk takes whole
+        images (Kolesnikov et al.'s evaluation of the patch tasks; ``PatchPretext.probe_backbone``).
     """
 
     num_classes = len(NEIGHBOURS)
@@ -54,9 +56,10 @@ class RelativeLocation(PatchPretext):
         grid_fraction: float = GRID_FRACTION,
         jitter_fraction: float = JITTER_FRACTION,
         grayscale_probability: float = 0.66,
+        probe_tiles: bool = False,
     ) -> None:
         super().__init__(grid_fraction=grid_fraction, jitter_fraction=jitter_fraction,
-                         grayscale_probability=grayscale_probability)
+                         grayscale_probability=grayscale_probability, probe_tiles=probe_tiles)
         self.head = mlp_head(2 * num_features, hidden_dim, self.num_classes, dropout)
         self.register_buffer("neighbours", torch.tensor(NEIGHBOURS), persistent=False)
 

@@ -221,7 +221,8 @@ BACKBONE: dict[str, dict[str, Rule]] = {
 }
 
 _PATCH_TASK = {"hidden_dim": COUNT, "dropout": number(0, 1, hi_open=True), "grid_fraction": number(0, 1, lo_open=True),
-               "jitter_fraction": number(0, 1, hi_open=True), "grayscale_probability": PROBABILITY}
+               "jitter_fraction": number(0, 1, hi_open=True), "grayscale_probability": PROBABILITY,
+               "probe_tiles": boolean()}
 _INSTANCE_AUGMENT = {"crop_scale": fraction_range(), "jitter_probability": PROBABILITY,
                      "grayscale_probability": PROBABILITY}
 PRETEXT: dict[str, dict[str, Rule]] = {

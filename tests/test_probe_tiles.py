@@ -125,6 +125,27 @@ def test_resnet_features_are_unchanged():
         assert torch.equal(feats, parts.backbone(to_float(data.test.images)).float())
 
 
+@pytest.mark.parametrize("pretext", list(PRETEXTS))
+def test_probe_tiles_probes_a_resnet_on_the_mean_over_the_grid(pretext):
+    """``pretext.probe_tiles=true``: Kolesnikov et al.'s evaluation of the patch tasks (3×3 grid without
+    jitter, tiles' representations average-pooled) for a trunk that could take whole images."""
+    torch.manual_seed(0)
+    s = {"data": spec("vit", pretext)["data"], "backbone": {"name": "resnet", "depth": 18, "width": 0.125},
+         "pretext": {"name": pretext, **PRETEXTS[pretext], "probe_tiles": True}}
+    data = create_dataset("synthetic", image_size=SIZE, num_train=8, num_test=6)
+    parts = build_components(s, in_chans=data.channels, image_size=SIZE)
+    probed = probe_backbone(parts.backbone, parts.pretext, SIZE)
+    assert isinstance(probed, TileMeanBackbone) and probed.trunk is parts.backbone
+    feats = extract_layers(probed, data.test, device=torch.device("cpu"))[0]["pooled"]
+    trunk = parts.backbone.eval()
+    images = to_float(data.test.images)
+    with torch.no_grad():
+        by_hand = torch.stack([trunk(images[:, :, 2 + 5 * r: 2 + 5 * r + TILE, 2 + 5 * c: 2 + 5 * c + TILE])
+                               for r in range(3) for c in range(3)]).mean(dim=0)
+        assert not torch.allclose(feats, trunk(images).float(), atol=1e-3)  # not the whole-image feature
+    torch.testing.assert_close(feats, by_hand, rtol=1e-5, atol=1e-6)
+
+
 def test_impossible_combinations_say_why():
     mixer = create_backbone("mixer", **{k: v for k, v in BACKBONES["mixer"].items() if k != "name"},
                             in_chans=1, img_size=8)
