@@ -220,6 +220,7 @@ def run_one(args: tuple[Row, int, int, list[str], Path, int]) -> dict:
     torch.set_num_threads(threads)
     from shortcutlens.cli.common import compose
     from shortcutlens.cli.train import run
+    from shortcutlens.run_lock import RunDirInUseError
 
     cfg = compose(overrides(row, seed=seed, steps=steps, extra=extra, out=out))
     metrics_path = Path(cfg["run_dir"]) / "metrics.json"
@@ -232,7 +233,10 @@ def run_one(args: tuple[Row, int, int, list[str], Path, int]) -> dict:
         return summary(row, seed, metrics)
     start = time.perf_counter()
     cfg["resume"] = (Path(cfg["run_dir"]) / "checkpoints" / "latest.pt").is_file()
-    res = run(cfg, cfg["run_dir"])
+    try:
+        res = run(cfg, cfg["run_dir"])
+    except RunDirInUseError as err:  # another invocation trains it now; a later --collect counts it
+        return {"row": row.name, "seed": seed, "skipped": str(err).split(";")[0]}
     # Wall time of this invocation (a resumed run counts only its last part), kept beside the metrics.
     res["seconds"] = time.perf_counter() - start
     metrics_path.write_text(json.dumps(res, indent=2, default=str))
@@ -471,6 +475,9 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], list[dict]]:
     if todo:
         with get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
             for i, res in enumerate(pool.imap_unordered(run_one, todo), 1):
+                if res.get("skipped"):
+                    print(f"[{i}/{len(todo)}] {res['row']} seed {res['seed']}: skipped, {res['skipped']}", flush=True)
+                    continue
                 runs.append(res)
                 print(f"[{i}/{len(todo)} {time.perf_counter() - start:.0f}s] {res['row']} seed {res['seed']}: "
                       f"pretext {res['pretext_acc']:.3f} probe {res['probe_acc']:.4f} edit ratio {res.get('edit_ratio')}",

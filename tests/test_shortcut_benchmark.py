@@ -189,3 +189,31 @@ def test_a_finished_run_under_other_settings_is_refused_not_counted(tmp_path):
         assert sb.run_one((row, 0, 500, [], tmp_path, threads))["probe_acc"] == 0.8  # same settings: counted
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_run_another_live_process_trains_is_skipped_not_crashed(tmp_path):
+    """Several invocations may share --out: a run directory locked by another live process is skipped
+    (its metrics.json is collected later), not trained twice and not an error that stops the rest."""
+    import subprocess
+
+    import torch
+
+    from shortcutlens.run_lock import LOCK_NAME, _start_time
+
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        folder = sb.run_dir(ROT[0], 0, tmp_path)
+        folder.mkdir(parents=True)
+        import socket
+
+        (folder / LOCK_NAME).write_text(f"{other.pid} {socket.gethostname()} {_start_time(other.pid)}")
+        threads = torch.get_num_threads()
+        try:
+            res = sb.run_one((ROT[0], 0, 7, ["data=synthetic"], tmp_path, threads))
+        finally:
+            torch.set_num_threads(threads)
+        assert res["row"] == ROT[0].name and res["seed"] == 0
+        assert "is in use" in res["skipped"] and str(other.pid) in res["skipped"]
+        assert sorted(p.name for p in folder.iterdir()) == [LOCK_NAME]  # nothing written beside the lock
+    finally:
+        other.kill()
