@@ -198,15 +198,14 @@ def test_a_run_another_live_process_trains_is_skipped_not_crashed(tmp_path):
 
     import torch
 
-    from shortcutlens.run_lock import LOCK_NAME, _start_time
+    from shortcutlens.run_lock import LOCK_NAME
 
-    other = subprocess.Popen(["sleep", "60"])
+    folder = sb.run_dir(ROT[0], 0, tmp_path)
+    holder = ("import sys, time\nfrom shortcutlens.run_lock import RunLock\n"
+              "RunLock(sys.argv[1]).acquire()\nprint('locked', flush=True)\ntime.sleep(60)")
+    other = subprocess.Popen([sys.executable, "-c", holder, str(folder)], stdout=subprocess.PIPE, text=True)
     try:
-        folder = sb.run_dir(ROT[0], 0, tmp_path)
-        folder.mkdir(parents=True)
-        import socket
-
-        (folder / LOCK_NAME).write_text(f"{other.pid} {socket.gethostname()} {_start_time(other.pid)}")
+        assert other.stdout.readline().strip() == "locked"  # the other process holds the run directory
         threads = torch.get_num_threads()
         try:
             res = sb.run_one((ROT[0], 0, 7, ["data=synthetic"], tmp_path, threads))
@@ -217,3 +216,4 @@ def test_a_run_another_live_process_trains_is_skipped_not_crashed(tmp_path):
         assert sorted(p.name for p in folder.iterdir()) == [LOCK_NAME]  # nothing written beside the lock
     finally:
         other.kill()
+        other.wait()
