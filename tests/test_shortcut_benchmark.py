@@ -1,6 +1,7 @@
 """The shortcut benchmark's figures (gain, cue cost, recovery, clean-data effect, paired by seed, with
 intervals) against hand arithmetic, and its plan (rows, overrides, where results go)."""
 
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -189,6 +190,20 @@ def test_a_finished_run_under_other_settings_is_refused_not_counted(tmp_path):
         assert sb.run_one((row, 0, 500, [], tmp_path, threads))["probe_acc"] == 0.8  # same settings: counted
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_run_made_in_another_memory_layout_is_counted_another_protocol_is_not():
+    """channels_last changes how a step is computed, not what: runs collected before the benchmark trained
+    channels_last still count; any other changed setting still refuses the run."""
+    from shortcutlens.cli.common import compose
+
+    wanted = compose(sb.overrides(ROT[0], seed=0, steps=500, extra=[], out=Path("runs/x")))
+    assert wanted["trainer"]["channels_last"] is True
+    saved = json.loads(json.dumps(wanted))
+    saved["trainer"]["channels_last"] = False
+    assert sb.differences(wanted, saved) == []
+    saved["trainer"]["augment"] = []
+    assert sb.differences(wanted, saved) == ["trainer.augment: [] -> ['flip', 'crop']"]  # saved -> wanted
 
 
 def test_a_run_another_live_process_trains_is_skipped_not_crashed(tmp_path):
