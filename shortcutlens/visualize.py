@@ -205,7 +205,8 @@ def edit_map_figure(
 
     Args:
         title: what the map is of (run, pretext, shortcut); several lines allowed.
-        region: the shortcut's region ``(1, 1, H, W)`` (or ``(H, W)``), drawn as a second, labelled panel.
+        region: the shortcut's region ``(1, 1, H, W)`` (or ``(H, W)``), drawn as a second, labelled panel: a
+            0/1 mask, or the share of the images in which each pixel is in it (a region that varies per image).
         box: ``[y0, x0, y1, x1)`` outlined on the heat map (``edit_concentration``'s hottest blob).
         upscale: pixels per map cell (default: about 256 px across, whatever the image size).
     Returns:

@@ -90,3 +90,37 @@ def test_edit_ratio():
     edit = torch.full((2, 1, 4, 4), 0.01)
     edit[..., :2, :2] = 0.1
     assert edit_ratio(edit, region) == pytest.approx(10.0)
+
+
+def test_aberration_regions_follow_each_images_outlines():
+    """The aberration's per-image region is where its fringes are: along the object's outline, not inside
+    a flat object, not on the background far from it, different between images, and empty at strength 0."""
+    x = torch.zeros(2, 1, 64, 64)
+    x[0, :, 8:24, 40:56] = 1.0   # a square up and to the right of the optical centre
+    x[1, :, 40:56, 8:24] = 1.0   # one down and to the left
+    sc = create_shortcut("chromatic_aberration", intensity=0.1)
+    regions = sc.regions(x)
+    assert regions.shape == (2, 1, 64, 64) and set(regions.unique().tolist()) == {0.0, 1.0}
+    near = torch.zeros(64, 64, dtype=torch.bool)
+    near[4:28, 36:60] = True     # the first square's box grown by 4 px (its fringes are at most ~3 px wide)
+    assert regions[0, 0].bool().any() and not (regions[0, 0].bool() & ~near).any()
+    assert regions[0, 0, 16, 48] == 0 and regions[0, 0, 60, 4] == 0  # the square's flat middle, far background
+    assert not torch.equal(regions[0], regions[1])
+    assert create_shortcut("chromatic_aberration", intensity=0.0).regions(x).sum() == 0
+    # a fixed cue's per-image region is its fixed region on every image
+    arrow = create_shortcut("arrow")
+    assert torch.equal(arrow.regions(x[:, :, :32, :32]), arrow.region(32, 32).expand(2, -1, -1, -1))
+
+
+def test_edit_ratio_with_a_region_per_image_and_none_when_it_is_empty():
+    region = torch.zeros(2, 1, 4, 4)
+    region[0, :, 0, 0] = 1       # image 0: its top-left pixel
+    region[1, :, 3, 3] = 1       # image 1: its bottom-right pixel
+    edit = torch.full((2, 3, 4, 4), 0.1)
+    edit[0, :, 0, 0] = 0.3
+    edit[1, :, 3, 3] = 0.3
+    assert edit_ratio(edit, region) == pytest.approx(3.0)
+    edit[1, :, 3, 3], edit[1, :, 0, 0] = 0.1, 0.3  # image 1 edits image 0's pixel instead: its own is outside
+    # inside: 0.3 and 0.1; outside: 30 pixels, one of them 0.3
+    assert edit_ratio(edit, region) == pytest.approx(0.2 / ((29 * 0.1 + 0.3) / 30))
+    assert edit_ratio(edit, torch.zeros(1, 1, 4, 4)) is None and edit_ratio(edit, torch.ones(2, 1, 4, 4)) is None

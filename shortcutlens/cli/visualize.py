@@ -79,15 +79,18 @@ def visualize(
     edits = torch.cat([lens_edits(lens, x) for x in (prepare(chunk) for chunk in images.split(256))])
     mean_map = mean_edit_map(edits)
     concentration = edit_concentration(mean_map)
-    region = parts.shortcut.region(*mean_map.shape, device=edits.device) if parts.shortcut is not None else None
+    region = None  # where the cue acts on each image (a fixed mark: the same everywhere; the aberration: its fringes)
+    if parts.shortcut is not None:
+        region = torch.cat([parts.shortcut.regions(to_float(chunk.to(device))) for chunk in images.split(256)])
     summary = edit_summary(edits, region)  # the lens_edit evaluator's numbers (shortcutlens.eval.lens_edit)
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "step": int(state["step"]), "images": int(edits.shape[0]),
                               "mean_abs_edit": summary["mean_abs_edit"], "shortcut": spec.get("shortcut", {}).get("name"),
                               "concentration": concentration, "edits_png": str(grid_png)}
     if "edit_ratio" in summary:
         result["edit_inside_outside"] = summary["edit_ratio"]
+    # the region panel: the share of these images in which each pixel is in the cue's region
     figure = edit_map_figure(mean_map, title=f"{about}\nmean |edit| over {edits.shape[0]} {split} images",
-                             region=region, box=concentration["hot_box"])
+                             region=None if region is None else region.float().mean(dim=0), box=concentration["hot_box"])
     result["mean_edit_png"] = str(save_png(figure, out / "mean_edit.png"))
 
     from torch.utils.tensorboard import SummaryWriter

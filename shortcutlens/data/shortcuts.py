@@ -3,7 +3,9 @@
 Applied on the device to float images in [0, 1] *before* the pretext transform, deterministic, with
 position, size and intensity as arguments. Each shortcut exposes ``region(h, w)``, a ``(1, 1, H, W)``
 mask of where it acts in the unrotated image, so the lens's edit inside it can be compared with the
-edit outside (None where the cue covers the whole image).
+edit outside (None where the cue covers the whole image), and ``regions(images)``, the same per image
+``(B, 1, H, W)``: a fixed mark's region on every image, but for a cue that follows the content (the
+aberration's fringes run along each object's outline) the pixels it changes in that image.
 
 - ``arrow``: the synthetic rotation shortcut of Minderer et al. (ICML 2020): a small mark pointing
   "up", drawn before rotation, so it rotates with the image and gives the orientation away.
@@ -63,6 +65,12 @@ class Shortcut(nn.Module):
 
     def region(self, h: int, w: int, device: torch.device | None = None) -> torch.Tensor | None:
         return None
+
+    def regions(self, images: torch.Tensor) -> torch.Tensor | None:
+        """Where the cue acts on each of these (cue-free) images ``(B, C, H, W)``: ``(B, 1, H, W)`` of 0/1,
+        or None (no region). By default the fixed ``region`` on every image."""
+        region = self.region(*images.shape[-2:], images.device)
+        return None if region is None else region.expand(images.shape[0], -1, -1, -1)
 
 
 def channels_after(shortcut: Shortcut | None, in_chans: int) -> int:
@@ -172,7 +180,13 @@ class ChromaticAberration(Shortcut):
     """Red sampled at ``(1 − intensity)·p`` and blue at ``(1 + intensity)·p`` for each position ``p``
     relative to ``position`` (the optical centre, fractions ``(y, x)``): red is magnified and blue
     shrunk, so fringes grow linearly with the distance from the centre. ``region`` is the outer part
-    of the image (distance > ``size`` of the half-diagonal), where the fringe is widest."""
+    of the image (distance > ``size`` of the half-diagonal), where the fringe is widest; ``regions(images)``
+    is where the fringes actually are in each image: the pixels whose colour the aberration moves by more
+    than ``region_threshold`` in some channel (along the outlines of the objects, none on flat areas, and
+    none at all at intensity 0)."""
+
+    #: a pixel belongs to an image's region when the aberration moves one of its channels by more than this
+    region_threshold: float = 0.1
 
     def __init__(self, *, position: tuple[float, float] = (0.5, 0.5), size: float = 0.5, intensity: float = 0.06) -> None:
         super().__init__()
@@ -205,6 +219,10 @@ class ChromaticAberration(Shortcut):
         cy, cx = self.position
         dist = ((ys - cy) ** 2 + (xs - cx) ** 2).sqrt() / (0.5 * 2**0.5)
         return (dist > self.size).float()[None, None]
+
+    def regions(self, images: torch.Tensor) -> torch.Tensor:
+        moved = (self(images) - adapt_channels(images, 3)).abs().amax(dim=1, keepdim=True)
+        return (moved > self.region_threshold).float()
 
 
 @SHORTCUTS.register("instance_code")
@@ -332,9 +350,13 @@ def stamp(shortcut: Shortcut | None, images: torch.Tensor) -> torch.Tensor:
     return images if shortcut is None else shortcut(images)
 
 
-def edit_ratio(edit: torch.Tensor, region: torch.Tensor) -> float:
-    """Mean |edit| inside ``region`` over mean |edit| outside. ``edit`` ``(B, C, H, W)``, region ``(1, 1, H, W)``."""
-    e = edit.abs().mean(dim=(0, 1))
-    m = region[0, 0].to(e.device).bool()
+def edit_ratio(edit: torch.Tensor, region: torch.Tensor) -> float | None:
+    """Mean |edit| inside ``region`` over mean |edit| outside, over every image's pixels (the edit averaged
+    over channels). ``edit`` ``(B, C, H, W)``; ``region`` ``(1, 1, H, W)`` (the same on every image) or
+    ``(B, 1, H, W)`` (per image: ``Shortcut.regions``). None when the region is empty or covers everything."""
+    e = edit.abs().float().mean(dim=1)
+    m = region[:, 0].to(e.device).bool().expand_as(e)
+    if not m.any() or m.all():
+        return None
     inside, outside = e[m].mean(), e[~m].mean()
     return (inside / outside.clamp_min(1e-12)).item()

@@ -17,7 +17,7 @@ checkpoint) call them, and the ``lens_edit`` evaluator runs them on a :class:`Fe
 
     shortcutlens-probe checkpoint=runs/arrow_lens evaluators=[lens_edit]
 
-Shapes: images ``(B, C, H, W)`` in [0, 1]; edits likewise; a region ``(1, 1, H, W)`` of 0/1.
+Shapes: images ``(B, C, H, W)`` in [0, 1]; edits likewise; a region ``(1, 1, H, W)`` or ``(B, 1, H, W)`` of 0/1.
 """
 
 from __future__ import annotations
@@ -44,10 +44,12 @@ def lens_edits(lens: nn.Module, images: torch.Tensor, *, batch_size: int = 256) 
 
 
 def edit_summary(edits: torch.Tensor, region: torch.Tensor | None) -> dict[str, float]:
-    """``mean_abs_edit`` and, when the shortcut has a ``region``, ``edit_ratio`` (inside over outside)."""
+    """``mean_abs_edit`` and, when the shortcut has a region on these images, ``edit_ratio`` (inside over
+    outside; ``shortcutlens.data.shortcuts.edit_ratio``)."""
     out = {"mean_abs_edit": edits.abs().float().mean().item()}
-    if region is not None:
-        out["edit_ratio"] = edit_ratio(edits, region)
+    ratio = None if region is None else edit_ratio(edits, region)
+    if ratio is not None:
+        out["edit_ratio"] = ratio
     return out
 
 
@@ -113,7 +115,10 @@ class LensEditEvaluator(Evaluator):
             raise ValueError("the lens_edit evaluator needs a run with a lens; this checkpoint has none (lens=none)")
         edits = torch.cat([lens_edits(source.lens, x, batch_size=self.batch_size) for x in self.images(source)])
         shortcut = source.shortcut
-        region = shortcut.region(*edits.shape[-2:], device=edits.device) if shortcut is not None else None
+        region = None
+        if shortcut is not None:  # where the cue acts on each of these images (before any view's transform)
+            raw = source.split(self.split).images[: self.max_images]
+            region = torch.cat([shortcut.regions(to_float(chunk.to(source.device))) for chunk in raw.split(self.batch_size)])
         for key, value in edit_summary(edits, region).items():
             yield metric_name(self.name, key), value
         if not self.pretext or source.pretext is None:

@@ -50,7 +50,7 @@ def lens_diagnostics(*, player: nn.Module, lens: nn.Module, shortcut: Shortcut |
 
     The views are scored through ``player`` itself, so under FSDP the sharded forward runs on every rank."""
     x = to_float(images)
-    region = shortcut.region(*x.shape[-2:], x.device) if shortcut is not None else None
+    region = shortcut.regions(x) if shortcut is not None else None
     out = {k: v for k, v in edit_summary(lens_edits(lens, stamp(shortcut, x)), region).items() if k == "edit_ratio"}
     with evaluating(player):  # the views too are made in eval mode, as test_pretext_accuracy makes them
         views = [make_views(x, pretext=player.pretext)]
