@@ -422,6 +422,33 @@ def markdown(table: list[dict], figures: list[dict]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- main
+def plan_cost(plan: list[tuple[Row, int]], runs: list[dict], *, jobs: int) -> dict:
+    """What the planned runs cost, from the finished ones: each finished run's wall time (``seconds``; one
+    run per worker, ``jobs`` at a time), and for each unfinished run its row's median over the finished
+    seeds. ``hours_of_jobs_cores`` = all of it / ``jobs``: the wall time of the whole plan on this machine,
+    run in any number of parts. Rows with no finished run are listed and left out of the estimate."""
+    seconds = {(r["row"], r["seed"]): r.get("seconds") for r in runs}
+    by_row: dict[str, list[float]] = {}
+    for (name, _), sec in seconds.items():
+        if sec:
+            by_row.setdefault(name, []).append(sec)
+    measured = estimated = 0.0
+    finished = guessed = 0
+    unknown: list[str] = []
+    for row, seed in plan:
+        sec = seconds.get((row.name, seed))
+        if sec:
+            measured, finished = measured + sec, finished + 1
+        elif row.name in by_row:
+            estimated, guessed = estimated + statistics.median(by_row[row.name]), guessed + 1
+        elif row.name not in unknown:
+            unknown.append(row.name)
+    total = measured + estimated
+    return {"runs": len(plan), "measured_runs": finished, "measured_seconds": measured, "estimated_runs": guessed,
+            "estimated_seconds": estimated, "rows_without_a_finished_run": unknown, "jobs": jobs,
+            "hours_of_jobs_cores": total / jobs / 3600}
+
+
 def select_rows(pretexts: list[str] | None, names: list[str] | None, secondary: bool) -> list[Row]:
     rows = [r for r in ROWS if (pretexts is None or r.pretext in pretexts) and (secondary or not r.secondary)]
     if names:
@@ -493,6 +520,12 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], list[dict]]:
     table, figures = summarise(rows, runs)
     md = markdown(table, figures)
     print("\n" + md)
+    cost = plan_cost([(row, seed) for _, seed, _, row in plan], runs, jobs=args.jobs)
+    print(f"\ncost of these {cost['runs']} runs: {cost['measured_seconds'] / 3600:.2f} single-thread h measured "
+          f"({cost['measured_runs']} runs) + {cost['estimated_seconds'] / 3600:.2f} h estimated ({cost['estimated_runs']} "
+          f"runs, each its row's median) = {cost['hours_of_jobs_cores']:.2f} h with {args.jobs} runs at a time"
+          + (f"; no finished run yet: {', '.join(cost['rows_without_a_finished_run'])}"
+             if cost["rows_without_a_finished_run"] else ""))
 
     results.mkdir(parents=True, exist_ok=True)
     pictures = {}
@@ -516,7 +549,7 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], list[dict]]:
                 "secondary_seeds": secondary_seeds,
                 "command": "python experiments/shortcut_benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                 "seconds_this_invocation": time.perf_counter() - start,
-                "run_seconds_total": sum(r.get("seconds") or 0 for r in runs)}
+                "run_seconds_total": sum(r.get("seconds") or 0 for r in runs), "cost": cost}
     (results / f"{tag}.json").write_text(json.dumps({"settings": settings, "figures": figures, "table": table,
                                                      "pictures": pictures, "runs": runs}, indent=2, default=str))
     (results / f"{tag}.md").write_text(md + "\n")
