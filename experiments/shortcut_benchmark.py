@@ -143,7 +143,7 @@ PROTOCOLS: dict[str, Protocol] = {
 # the same computation in another memory layout (seed 0's untrained probe: 76.53% against 76.52%
 # contiguous); on a 2-core CPU seed 0's twelve headline runs of rotation, exemplar and contrastive took
 # 4,688 s against their rows' contiguous medians of 6,505 s (experiments/results/benchmark_cost), which
-# is what fits the full benchmark into 6 hours of 2 cores. The patch tasks' 14-px tiles gain little.
+# is what fits the full benchmark into 6 hours of 2 cores. The patch tasks' 14-px tiles gain nothing.
 COMMON = ("data=fashion_mnist", "trainer.warmup_steps=25", "trainer.log_every=25", "probe.untrained=false",
           "probe.max_train=0", L2_GRID, "trainer.progress=false", "device=auto", "trainer.channels_last=true")
 # Settings that change how a run is computed, not what: a finished run made under another value of one
