@@ -3,8 +3,9 @@
 A lens-trained network learns on lensed images and is probed, by default, on raw ones (``probe.features=
 raw``). Its lens can be kept and applied at transfer time instead (Minderer et al. 2020 transfer the
 lens with the network; ``probe.features=lensed`` probes ``F(L(x))``). This script re-runs the benchmark's
-end-of-run probe — the same ``linear_probe`` call, 54,000 training images, L2 chosen on the validation
-split — on each run's checkpoint, once per feature source, so the two can be read side by side::
+end-of-run probe — the same ``linear_probe`` call with the probe settings the run recorded (the
+benchmark's: 54,000 training images, L2 chosen on the validation split) — on each run's checkpoint, once
+per feature source, so the two can be read side by side::
 
     python experiments/lensed_probe.py runs/shortcut_benchmark/relative_location_*__lens/seed* \\
         --out experiments/results/lensed_probe/relative_location.json
@@ -29,11 +30,10 @@ from shortcutlens.checkpoint import load_checkpoint
 from shortcutlens.train.config import ProbeConfig
 from shortcutlens.train.measure import linear_probe
 
-L2_GRID = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]  # the benchmark's probe.l2_grid
 
-
-def probe_run(run_dir: Path, *, sources: list[str], max_train: int) -> dict:
-    """The linear probe of the network in ``run_dir`` on each feature source in ``sources``."""
+def probe_run(run_dir: Path, *, sources: list[str]) -> dict:
+    """The linear probe of the network in ``run_dir`` on each feature source in ``sources``, with the probe
+    settings recorded in its ``metrics.json`` (only ``features`` changed)."""
     checkpoint = run_dir / "checkpoints" / "latest.pt"
     if not checkpoint.is_file():
         raise SystemExit(f"{run_dir}: no checkpoints/latest.pt (a finished run is needed)")
@@ -43,12 +43,16 @@ def probe_run(run_dir: Path, *, sources: list[str], max_train: int) -> dict:
     parts = build_components(spec, in_chans=data.channels, image_size=data.image_size)
     load_weights(parts, state, checkpoint)
     player = Player(parts.backbone, parts.pretext)
-    recorded = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+    metrics = run_dir / "metrics.json"
+    if not metrics.is_file():
+        raise SystemExit(f"{run_dir}: no metrics.json (a finished run is needed: its probe settings are read there)")
+    recorded = json.loads(metrics.read_text())
+    recorded_settings = {**recorded["settings"]["probe"], "untrained": False}
     out = {"run": str(run_dir), "step": int(state["step"]), "lens": parts.lens is not None,
            "recorded_probe": recorded.get("probe_acc"), "probe": {}}
     for which in sources if parts.lens is not None else ["raw"]:
         start = time.perf_counter()
-        settings = ProbeConfig(features=which, l2_grid=L2_GRID, untrained=False, max_train=max_train)
+        settings = ProbeConfig(**{**recorded_settings, "features": which})
         result = linear_probe(player=player, lens=parts.lens, data=data, shortcut=parts.shortcut, settings=settings,
                               device=torch.device("cpu"), amp=False, progress=False, desc=f"probe ({which})")
         out["probe"][which] = {"accuracy": result["accuracy"], "l2": result["l2"],
@@ -61,7 +65,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("runs", nargs="+", type=Path, help="run directories (each with checkpoints/latest.pt)")
     parser.add_argument("--sources", nargs="+", default=["raw", "lensed"], choices=["raw", "lensed", "concat"],
                         help="feature sources to probe (runs without a lens: raw only)")
-    parser.add_argument("--max-train", type=int, default=0, help="training images for the probe (0: all, as the benchmark)")
     parser.add_argument("--out", type=Path, default=None, help="write the results here as JSON (refuses to overwrite)")
     args = parser.parse_args(argv)
     if args.out is not None and args.out.exists():
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = []
     print(f"{'run':72s} {'recorded':>8s} " + " ".join(f"{s:>8s}" for s in args.sources), flush=True)
     for run in args.runs:
-        r = probe_run(run, sources=args.sources, max_train=args.max_train)
+        r = probe_run(run, sources=args.sources)
         rows.append(r)
         cells = " ".join(f"{100 * r['probe'][s]['accuracy']:8.2f}" if s in r["probe"] else f"{'-':>8s}" for s in args.sources)
         rec = "-" if r["recorded_probe"] is None else f"{100 * r['recorded_probe']:.2f}"
