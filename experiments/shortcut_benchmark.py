@@ -450,7 +450,9 @@ def plan_cost(plan: list[tuple[Row, int]], runs: list[dict], *, jobs: int) -> di
             "hours_of_jobs_cores": total / jobs / 3600}
 
 
-def select_rows(pretexts: list[str] | None, names: list[str] | None, secondary: bool) -> list[Row]:
+def select_rows(pretexts: list[str] | None, names: list[str] | None, secondary: bool, baselines: bool = True) -> list[Row]:
+    """The rows to run: every row of ``pretexts`` (all by default), or exactly the rows ``names`` plus, with
+    ``baselines``, the clean and cue rows of their pretexts (what a lens row's figures are computed from)."""
     rows = [r for r in ROWS if (pretexts is None or r.pretext in pretexts) and (secondary or not r.secondary)]
     if names:
         unknown = [n for n in names if n not in {r.name for r in ROWS}]
@@ -458,7 +460,7 @@ def select_rows(pretexts: list[str] | None, names: list[str] | None, secondary: 
             raise SystemExit(f"error: unknown row(s) {unknown}; rows are: {', '.join(r.name for r in ROWS)}")
         rows = [r for r in ROWS if r.name in names]
         # a lens row's figures need its pretext's clean and cue rows
-        for r in list(rows):
+        for r in list(rows) if baselines else []:
             rows += [b for b in ROWS if b.pretext == r.pretext and b.role in ("clean", "cue") and b not in rows]
     return sorted(set(rows), key=ROWS.index)
 
@@ -468,6 +470,9 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], list[dict]]:
     parser.add_argument("--quick", action="store_true", help="rotation's four rows, seed 0, 200 steps, probe on 10k")
     parser.add_argument("--pretexts", nargs="*", default=None, choices=list(PROTOCOLS), help="default: all")
     parser.add_argument("--rows", nargs="*", default=None, help="exact row names (their baselines are added)")
+    parser.add_argument("--no-baselines", action="store_true",
+                        help="with --rows: those rows alone (a pilot of one setting; its figures then need baselines "
+                             "from elsewhere)")
     parser.add_argument("--seeds", nargs="*", type=int, default=None, help=f"headline seeds (default {HEADLINE_SEEDS})")
     parser.add_argument("--no-secondary", action="store_true", help="headline rows only")
     parser.add_argument("--steps", type=int, default=None, help="override every protocol's length")
@@ -488,7 +493,9 @@ def main(argv: list[str] | None = None) -> tuple[list[dict], list[dict]]:
         rows = [r for r in ROWS if r.pretext == "rotation" and not r.secondary]
         seeds, secondary_seeds, extra = args.seeds or [0], [], list(QUICK) + args.extra
     else:
-        rows = select_rows(args.pretexts, args.rows, secondary=not args.no_secondary)
+        if args.no_baselines and not args.rows:
+            raise SystemExit("error: --no-baselines needs --rows (the rows to run alone)")
+        rows = select_rows(args.pretexts, args.rows, secondary=not args.no_secondary, baselines=not args.no_baselines)
         seeds = args.seeds if args.seeds is not None else HEADLINE_SEEDS
         secondary_seeds, extra = [0] if 0 in seeds else seeds[:1], list(args.extra)
 

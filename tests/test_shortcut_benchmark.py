@@ -247,3 +247,12 @@ def test_plan_cost_sums_finished_runs_and_fills_the_rest_with_each_rows_median()
         "estimated_seconds": filled_in, "rows_without_a_finished_run": [lens.name], "jobs": 2,
         "hours_of_jobs_cores": (finished + filled_in) / 2 / 3600,
     }
+
+
+def test_rows_bring_their_baselines_unless_told_not_to():
+    lens = "relative_location chromatic_aberration / lens"
+    with_baselines = {r.name for r in sb.select_rows(None, [lens], secondary=False)}
+    assert with_baselines == {lens, "relative_location clean / no lens", "relative_location chromatic_aberration / no lens"}
+    assert [r.name for r in sb.select_rows(None, [lens], secondary=False, baselines=False)] == [lens]
+    with pytest.raises(SystemExit, match="--no-baselines needs --rows"):
+        sb.main(["--no-baselines", "--pretexts", "rotation"])
