@@ -12,6 +12,14 @@ per feature source, so the two can be read side by side::
 
 Runs without a lens are probed on raw features only (there is nothing to apply). Each line of the output:
 the run, the raw probe recorded in its ``metrics.json``, and the probes measured here.
+
+``--figures`` turns such JSON files into the benchmark's figures — recovery and the lens's effect on clean
+data, paired by seed, with the benchmark's own arithmetic (``shortcut_benchmark.summarise``) — once with
+the lens rows probed on raw features and once through their lens; the no-lens rows (clean, cue) are
+read from ``--baselines``, the finished runs' ``metrics.json`` files laid out as the benchmark lays them::
+
+    python experiments/lensed_probe.py --figures experiments/results/lensed_probe/*_runs.json \
+        --baselines experiments/results/shortcut_benchmark_runs --out experiments/results/lensed_probe/figures.json
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+import shortcut_benchmark as sb
 import torch
 
 from shortcutlens.adversary import Player
@@ -60,15 +69,54 @@ def probe_run(run_dir: Path, *, sources: list[str]) -> dict:
     return out
 
 
+def figures(results: list[dict], *, baselines: Path) -> dict:
+    """The benchmark's per-pretext figures twice, ``{"raw": [...], "lensed": [...]}``: the lens rows' probe
+    taken from ``results`` (``probe_run`` outputs) on that source, every other column and row from the
+    ``metrics.json`` files under ``baselines`` (``<row slug>/seed<N>/metrics.json``)."""
+    rows_by_slug = {sb.slug(r.name): r for r in sb.ROWS}
+    probed: dict[tuple[str, int], dict] = {}
+    for r in results:
+        run = Path(r["run"])
+        row = rows_by_slug.get(run.parent.name)
+        if row is None or not run.name.startswith("seed"):
+            raise SystemExit(f"{run}: not a benchmark run directory (<out>/<row slug>/seed<N>)")
+        probed[(row.name, int(run.name[4:]))] = r["probe"]
+    pretexts = {name.split(" ")[0] for name, _ in probed}
+    rows = [r for r in sb.ROWS if r.pretext in pretexts and not r.secondary]
+    out = {}
+    for source in ("raw", "lensed"):
+        runs = []
+        for row in rows:
+            for metrics_file in sorted((baselines / sb.slug(row.name)).glob("seed*/metrics.json")):
+                seed = int(metrics_file.parent.name[4:])
+                metrics = json.loads(metrics_file.read_text())
+                if row.lens:
+                    if (row.name, seed) not in probed:
+                        continue  # a lens row is counted on the seeds probed here only
+                    metrics = {**metrics, "probe_acc": probed[(row.name, seed)][source]["accuracy"]}
+                runs.append(sb.summary(row, seed, metrics))
+        out[source] = [f for f in sb.summarise(rows, runs)[1] if f["pretext"] in pretexts]
+    return out
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="run directories (each with checkpoints/latest.pt)")
+    parser.add_argument("runs", nargs="*", type=Path, help="run directories (each with checkpoints/latest.pt)")
+    parser.add_argument("--figures", nargs="+", type=Path, default=None,
+                        help="instead of probing: JSON files this script wrote, turned into recovery and clean-data figures")
+    parser.add_argument("--baselines", type=Path, default=Path("experiments/results/shortcut_benchmark_runs"),
+                        help="with --figures: the benchmark's finished runs (<row slug>/seed<N>/metrics.json)")
     parser.add_argument("--sources", nargs="+", default=["raw", "lensed"], choices=["raw", "lensed", "concat"],
                         help="feature sources to probe (runs without a lens: raw only)")
     parser.add_argument("--out", type=Path, default=None, help="write the results here as JSON (refuses to overwrite)")
     args = parser.parse_args(argv)
     if args.out is not None and args.out.exists():
         raise SystemExit(f"{args.out} exists: choose another --out (results are never written over)")
+    if args.figures:
+        return [print_figures(args, figures([r for f in args.figures for r in json.loads(f.read_text())["runs"]],
+                                            baselines=args.baselines))]
+    if not args.runs:
+        parser.error("give run directories to probe, or --figures JSON files")
     rows = []
     print(f"{'run':72s} {'recorded':>8s} " + " ".join(f"{s:>8s}" for s in args.sources), flush=True)
     for run in args.runs:
@@ -82,6 +130,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
         args.out.write_text(json.dumps({"command": "python experiments/lensed_probe.py " + " ".join(sys.argv[1:]),
                                         "runs": rows}, indent=2) + "\n")
     return rows
+
+
+def print_figures(args: argparse.Namespace, result: dict) -> dict:
+    """One line per pretext and feature source: recovery and the clean-data effect with their intervals."""
+    def fmt(f: dict | None, scale: float, unit: str) -> str:
+        if not f or f.get("value") is None:
+            return "-"
+        ci = f.get("ci95")
+        return f"{scale * f['value']:+.1f}{unit}" + (f" [{scale * ci[0]:+.1f}, {scale * ci[1]:+.1f}]" if ci else " (n = 1)")
+
+    print(f"{'pretext':18s} {'probe':7s} {'recovery':22s} {'lens on clean data':22s}")
+    for source, figs in result.items():
+        for f in figs:
+            print(f"{f['pretext']:18s} {source:7s} {fmt(f.get('recovery'), 100, '%'):22s} "
+                  f"{fmt(f.get('clean_lens_effect'), 1, ' pt'):22s}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"command": "python experiments/lensed_probe.py " + " ".join(sys.argv[1:]),
+                                        "figures": result}, indent=2) + "\n")
+    return result
 
 
 if __name__ == "__main__":

@@ -67,3 +67,33 @@ def test_results_are_never_written_over(lens_run, tmp_path):
     with pytest.raises(SystemExit, match="exists"):
         lp.main([str(lens_run[0]), "--out", str(out)])
     assert out.read_text() == "{}"
+
+
+def test_figures_use_the_lensed_probe_for_the_lens_rows_only(tmp_path):
+    """Recovery and the clean-data effect by hand, for made-up probes of two seeds of relative location."""
+    base = tmp_path / "runs"
+    probes = {"relative_location clean / no lens": [0.80, 0.78], "relative_location chromatic_aberration / no lens": [0.76, 0.74]}
+    for name, values in probes.items():
+        for seed, value in enumerate(values):
+            folder = base / lp.sb.slug(name) / f"seed{seed}"
+            folder.mkdir(parents=True)
+            (folder / "metrics.json").write_text(json.dumps({"step": 500, "probe_acc": value, "pretext_acc": 0.8}))
+    lens, clean_lens = "relative_location chromatic_aberration / lens", "relative_location clean / lens"
+    measured = {lens: [(0.77, 0.78), (0.75, 0.74)], clean_lens: [(0.79, 0.81), (0.775, 0.76)]}  # (raw, lensed)
+    results = []
+    for name, pairs in measured.items():
+        for seed, (raw, lensed) in enumerate(pairs):
+            folder = base / lp.sb.slug(name) / f"seed{seed}"
+            folder.mkdir(parents=True)
+            (folder / "metrics.json").write_text(json.dumps({"step": 500, "probe_acc": raw, "pretext_acc": 0.7}))
+            results.append({"run": str(folder), "probe": {"raw": {"accuracy": raw}, "lensed": {"accuracy": lensed}}})
+
+    out = lp.figures(results, baselines=base)
+    raw, = out["raw"]
+    lensed, = out["lensed"]
+    # recovery = sum(lens - cue) / sum(clean - cue) over the paired seeds
+    assert raw["recovery"]["value"] == pytest.approx((0.01 + 0.01) / (0.04 + 0.04))
+    assert lensed["recovery"]["value"] == pytest.approx((0.02 + 0.00) / 0.08)
+    assert raw["clean_lens_effect"]["per_seed"] == pytest.approx([-1.0, -0.5])
+    assert lensed["clean_lens_effect"]["per_seed"] == pytest.approx([1.0, -2.0])
+    assert raw["cue_cost"] == lensed["cue_cost"]  # the no-lens rows are the same in both
