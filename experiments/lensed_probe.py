@@ -8,7 +8,7 @@ benchmark's: 54,000 training images, L2 chosen on the validation split) — on e
 per feature source, so the two can be read side by side::
 
     python experiments/lensed_probe.py runs/shortcut_benchmark/relative_location_*__lens/seed* \\
-        --out experiments/results/lensed_probe/relative_location.json
+        --out runs/lensed_probe/relative_location.json
 
 Runs without a lens are probed on raw features only (there is nothing to apply). Each line of the output:
 the run, the raw probe recorded in its ``metrics.json``, and the probes measured here.
@@ -40,30 +40,31 @@ from shortcutlens.train.config import ProbeConfig
 from shortcutlens.train.measure import linear_probe
 
 
-def probe_run(run_dir: Path, *, sources: list[str]) -> dict:
+def probe_run(run_dir: Path, *, sources: list[str], device: str = "auto") -> dict:
     """The linear probe of the network in ``run_dir`` on each feature source in ``sources``, with the probe
-    settings recorded in its ``metrics.json`` (only ``features`` changed)."""
-    checkpoint = run_dir / "checkpoints" / "latest.pt"
-    if not checkpoint.is_file():
-        raise SystemExit(f"{run_dir}: no checkpoints/latest.pt (a finished run is needed)")
+    settings recorded in its ``metrics.json`` (only ``features`` changed). ``device``: ``auto`` (CUDA with
+    bf16 autocast when there is one), ``cpu`` or ``cuda``."""
+    checkpoint, metrics = run_dir / "checkpoints" / "latest.pt", run_dir / "metrics.json"
+    if not checkpoint.is_file() or not metrics.is_file():
+        raise SystemExit(f"{run_dir}: no checkpoints/latest.pt or metrics.json (a finished run is needed: its "
+                         "probe settings are read from metrics.json)")
+    recorded = json.loads(metrics.read_text())
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else "cpu" if device == "auto" else device)
     state = load_checkpoint(checkpoint, map_location="cpu")
     spec = checkpoint_spec(state, checkpoint)
     data = build_data(spec, seed=int(state.get("seed", 0)))
     parts = build_components(spec, in_chans=data.channels, image_size=data.image_size)
     load_weights(parts, state, checkpoint)
-    player = Player(parts.backbone, parts.pretext)
-    metrics = run_dir / "metrics.json"
-    if not metrics.is_file():
-        raise SystemExit(f"{run_dir}: no metrics.json (a finished run is needed: its probe settings are read there)")
-    recorded = json.loads(metrics.read_text())
+    player = Player(parts.backbone, parts.pretext).to(dev)
+    lens = parts.lens.to(dev) if parts.lens is not None else None
     recorded_settings = {**recorded["settings"]["probe"], "untrained": False}
-    out = {"run": str(run_dir), "step": int(state["step"]), "lens": parts.lens is not None,
+    out = {"run": str(run_dir), "step": int(state["step"]), "lens": lens is not None,
            "recorded_probe": recorded.get("probe_acc"), "probe": {}}
-    for which in sources if parts.lens is not None else ["raw"]:
+    for which in sources if lens is not None else ["raw"]:
         start = time.perf_counter()
         settings = ProbeConfig(**{**recorded_settings, "features": which})
-        result = linear_probe(player=player, lens=parts.lens, data=data, shortcut=parts.shortcut, settings=settings,
-                              device=torch.device("cpu"), amp=False, progress=False, desc=f"probe ({which})")
+        result = linear_probe(player=player, lens=lens, data=data, shortcut=parts.shortcut, settings=settings,
+                              device=dev, amp=dev.type == "cuda", progress=False, desc=f"probe ({which})")
         out["probe"][which] = {"accuracy": result["accuracy"], "l2": result["l2"],
                                "seconds": round(time.perf_counter() - start, 1)}
     return out
@@ -108,6 +109,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="with --figures: the benchmark's finished runs (<row slug>/seed<N>/metrics.json)")
     parser.add_argument("--sources", nargs="+", default=["raw", "lensed"], choices=["raw", "lensed", "concat"],
                         help="feature sources to probe (runs without a lens: raw only)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="auto: CUDA (bf16 autocast) when there is one")
     parser.add_argument("--out", type=Path, default=None, help="write the results here as JSON (refuses to overwrite)")
     args = parser.parse_args(argv)
     if args.out is not None and args.out.exists():
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = []
     print(f"{'run':72s} {'recorded':>8s} " + " ".join(f"{s:>8s}" for s in args.sources), flush=True)
     for run in args.runs:
-        r = probe_run(run, sources=args.sources)
+        r = probe_run(run, sources=args.sources, device=args.device)
         rows.append(r)
         cells = " ".join(f"{100 * r['probe'][s]['accuracy']:8.2f}" if s in r["probe"] else f"{'-':>8s}" for s in args.sources)
         rec = "-" if r["recorded_probe"] is None else f"{100 * r['recorded_probe']:.2f}"
