@@ -80,7 +80,7 @@ PROTOCOLS: dict[str, Protocol] = {
         controls=("gradient",), modes=("least_likely", "full"),
     ),
     "exemplar": Protocol(
-        "exemplar", "instance_code", 1500, ("trainer.batch_size=32", "pretext.copies=4"),
+        "exemplar", "instance_code", 1500, ("trainer.batch_size=32", "pretext.copies=4", "pretext.crop_scale=[0.2,1.0]"),
         why="32 images x 4 augmented copies = 128 views per step, like the rotation rows. The cue is per "
             "instance: a 16-bit hash of each image stamped on all its copies after the augmentation, so the "
             "triplet loss can match copies by reading it. The fixed watermark (the same on every image, so no "
@@ -93,7 +93,7 @@ PROTOCOLS: dict[str, Protocol] = {
         controls=("watermark",), modes=("random_wrong",), lens_mode="full", lens_overrides=("lens.budget=0.03",),
     ),
     "contrastive": Protocol(
-        "contrastive", "instance_code", 1500, ("trainer.batch_size=64",),
+        "contrastive", "instance_code", 1500, ("trainer.batch_size=64", "pretext.crop_scale=[0.2,1.0]"),
         why="64 images x 2 views = 128 views per step. NT-Xent's positives are found by the per-instance code "
             "as soon as the network reads it; the watermark is the negative control. 1,500 steps: at 500 the "
             "clean task beat its untrained probe by only 1.2 points [-1.7, 4.2] (4 seeds), and the lens had "
