@@ -6,17 +6,19 @@ cue early and then, once the network had stopped reading it, moved its budget el
 ratio although it did the work; this script shows the path.
 
     python experiments/edit_ratio_trajectory.py runs/shortcut_benchmark/contrastive_instance_code__lens_full \
-        --out experiments/results/edit_ratio_trajectory/contrastive.json
+        --windows 1-900 1201-1500 --out experiments/results/edit_ratio_trajectory/contrastive.json
 
 Each argument is a run directory or a folder of ``seed*`` run directories. Prints a table (the ratio
 every ``--every`` logged steps) and writes JSON: per run, the logged steps with their ``edit``,
-``edit_ratio`` and ``acc`` (training-batch pretext accuracy), and the maximum and final ratio.
+``edit_ratio`` and ``acc`` (training-batch pretext accuracy), the maximum and final ratio, and the
+median ratio over each ``--windows`` step range (e.g. ``--windows 1-900 1201-1500``).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -38,6 +40,21 @@ def read_log(run: Path) -> list[dict]:
     return rows
 
 
+def window_medians(rows: list[dict], windows: list[str]) -> dict[str, float]:
+    """Median edit ratio of the logged steps inside each ``"first-last"`` step range (inclusive)."""
+    out = {}
+    for window in windows:
+        try:
+            first, last = (int(x) for x in window.split("-"))
+        except ValueError:
+            raise ValueError(f"--windows takes step ranges like 1-900, got {window!r}") from None
+        inside = [r["edit_ratio"] for r in rows if first <= r["step"] <= last]
+        if not inside:
+            raise ValueError(f"no logged step in {window}")
+        out[window] = statistics.median(inside)
+    return out
+
+
 def runs_of(path: Path) -> list[Path]:
     if (path / "train.log").is_file():
         return [path]
@@ -52,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, required=True, help="JSON to write (refused if it exists)")
     parser.add_argument("--every", type=int, default=6, help="print every N-th logged step")
+    parser.add_argument("--windows", nargs="*", default=[], help="step ranges for the median ratio, e.g. 1-900")
     args = parser.parse_args(argv)
     if args.out.exists():
         sys.exit(f"{args.out} exists: name another --out")
@@ -60,10 +78,12 @@ def main(argv: list[str] | None = None) -> None:
         for run in runs_of(path):
             rows = read_log(run)
             key = f"{run.parent.name}/{run.name}"
+            medians = window_medians(rows, args.windows)
             result[key] = {"max_edit_ratio": max(r["edit_ratio"] for r in rows),
-                           "final_edit_ratio": rows[-1]["edit_ratio"], "log": rows}
+                           "final_edit_ratio": rows[-1]["edit_ratio"], "median_edit_ratio": medians, "log": rows}
             shown = rows[args.every - 1::args.every]
-            print(f"{key}: " + "  ".join(f"{r['step']}:{r['edit_ratio']:.3g}" for r in shown))
+            print(f"{key}: " + "  ".join(f"{r['step']}:{r['edit_ratio']:.3g}" for r in shown)
+                  + "".join(f"  | median {w}: {m:.3g}" for w, m in medians.items()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(f"wrote {args.out}")

@@ -21,11 +21,12 @@ def test_reads_every_logged_step_and_the_max_and_final_ratio(tmp_path):
     run.mkdir(parents=True)
     (run / "train.log").write_text(LOG)
     out = tmp_path / "t.json"
-    traj.main([str(tmp_path / "row"), "--out", str(out), "--every", "1"])
+    traj.main([str(tmp_path / "row"), "--out", str(out), "--every", "1", "--windows", "1-30", "1-50"])
     got = json.loads(out.read_text())["row/seed0"]
     assert got["log"] == [{"step": 25, "acc": 0.1675, "edit": 0.00896, "edit_ratio": 0.8588},
                           {"step": 50, "acc": 0.7962, "edit": 0.02071, "edit_ratio": 13.5}]
     assert (got["max_edit_ratio"], got["final_edit_ratio"]) == (13.5, 13.5)
+    assert got["median_edit_ratio"] == {"1-30": 0.8588, "1-50": (0.8588 + 13.5) / 2}
     with pytest.raises(SystemExit, match="exists"):
         traj.main([str(run), "--out", str(out)])
 
@@ -34,5 +35,7 @@ def test_a_run_without_a_lens_is_refused_with_the_reason(tmp_path):
     (tmp_path / "train.log").write_text("2026-12-01 00:31:19 step 25/50 loss 4.45 acc 0.1675 lr 0.052 images/s 234.7\n")
     with pytest.raises(ValueError, match="no logged step with an edit ratio"):
         traj.read_log(tmp_path)
+    with pytest.raises(ValueError, match="step ranges like 1-900"):
+        traj.window_medians([{"step": 25, "edit_ratio": 1.0}], ["900"])
     with pytest.raises(FileNotFoundError, match="neither a run directory"):
         traj.runs_of(tmp_path / "nothing")
