@@ -179,7 +179,7 @@ ADVERSARY: dict[str, Rule] = {
 LENS: dict[str, dict[str, Rule]] = {
     "none": {},
     "unet": {"width": COUNT, "max_levels": COUNT, "constraint": one_of("budget", "penalty"), "budget": POSITIVE,
-             "clamp": boolean(), "stride": COUNT},
+             "clamp": boolean(), "stride": COUNT, "edit": one_of("residual", "erase"), "fill_size": COUNT},
 }
 
 PROBE: dict[str, Rule] = {

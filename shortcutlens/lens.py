@@ -20,6 +20,16 @@ the edit keeps full resolution, one value per pixel, while the network runs at `
 and costs about ``1/stride²`` of the compute. With a small backbone the lens would otherwise cost as
 much as the feature extractor it plays against.
 
+``edit`` says what the lens may do to a pixel:
+
+- ``residual`` (the paper): add any value, ``r(x)`` is the U-Net's output. The lens can erase a cue, but
+  it can also paint one of its own (a colour or a mark that the feature extractor learns to read);
+- ``erase``: only pull a pixel towards a content-free fill, ``r(x) = m(x) · (fill(x) − x)`` with one mask
+  value ``m ∈ [0, 1]`` per pixel (shared by the channels) and ``fill(x)`` the grey mean of the
+  ``fill_size × fill_size`` window around it. Every edited pixel lies between its own value and that
+  local grey, so the lens can remove colour, marks and fine detail but cannot draw anything new: where
+  the image is flat there is nothing to edit. The budget applies to ``r`` as in ``residual`` mode.
+
 Shapes: ``(B, C, H, W) -> (B, C, H, W)``; ``residual(x)`` gives ``r(x)`` after the constraint.
 """
 
@@ -36,6 +46,7 @@ from shortcutlens.registry import Registry
 
 LENSES = Registry("lens", entry_point_group="shortcutlens.lenses")
 CONSTRAINTS = ("penalty", "budget")
+EDITS = ("residual", "erase")
 
 
 def create_lens(name: str, **kwargs: Any) -> nn.Module | None:
@@ -68,6 +79,8 @@ class UNetLens(nn.Module):
     budget: the mean |edit| per image allowed under ``budget``.
     clamp: keep ``x'`` inside ``data_range`` (images are in [0, 1] by default).
     stride: run the U-Net on ``stride × stride`` pixel blocks folded into channels (see module docstring).
+    edit: ``residual`` (add anything) or ``erase`` (pull pixels towards a local grey fill; see module docstring).
+    fill_size: the side of the window whose grey mean is ``erase``'s fill (odd; 1 = the pixel's own grey).
     """
 
     def __init__(
@@ -82,13 +95,22 @@ class UNetLens(nn.Module):
         clamp: bool = True,
         data_range: tuple[float, float] = (0.0, 1.0),
         stride: int = 1,
+        edit: str = "residual",
+        fill_size: int = 3,
     ) -> None:
         super().__init__()
+        if edit not in EDITS:
+            raise ValueError(f"Unknown lens edit '{edit}'. Valid edits: {', '.join(EDITS)}")
+        if fill_size < 1 or fill_size % 2 == 0:
+            raise ValueError(f"lens fill_size must be a positive odd number (a window centred on the pixel), got {fill_size}")
+        self.edit_kind, self.fill_size = edit, fill_size
         if stride < 1 or img_size % stride:
             raise ValueError(f"lens stride must be a positive divisor of the image size {img_size}, got {stride}")
         if img_size // stride < 8:
             raise ValueError(f"the U-Net lens needs images of at least 8 px (after stride {stride}), got {img_size}")
         self.stride = stride
+        # erase predicts one mask value per pixel; residual one value per pixel and channel
+        out_chans = stride**2 if edit == "erase" else in_chans * stride**2
         in_chans, img_size = in_chans * stride**2, img_size // stride
         if constraint not in CONSTRAINTS:
             raise ValueError(f"Unknown lens constraint '{constraint}'. Valid constraints: {', '.join(CONSTRAINTS)}")
@@ -101,13 +123,29 @@ class UNetLens(nn.Module):
         self.inc = _block(in_chans, widths[0])
         self.down = nn.ModuleList(_block(widths[i], widths[i + 1]) for i in range(self.levels))
         self.up = nn.ModuleList(_block(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(self.levels)))
-        self.out = nn.Conv2d(widths[0], in_chans, 1)
+        self.out = nn.Conv2d(widths[0], out_chans, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
+    def fill(self, x: torch.Tensor) -> torch.Tensor:
+        """``erase``'s target: the grey mean of each pixel's ``fill_size`` window, ``(B, C, H, W) -> (B, 1, H, W)``."""
+        grey = x.mean(dim=1, keepdim=True)
+        if self.fill_size == 1:
+            return grey
+        # count_include_pad=False: at the border the mean is over the pixels that exist, not over zeros
+        return F.avg_pool2d(grey, self.fill_size, stride=1, padding=self.fill_size // 2, count_include_pad=False)
+
     def raw_residual(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride > 1:
-            x = F.pixel_unshuffle(x, self.stride)
+        r = self._unet(F.pixel_unshuffle(x, self.stride) if self.stride > 1 else x)
+        r = F.pixel_shuffle(r, self.stride) if self.stride > 1 else r
+        if self.edit_kind == "erase":
+            # clamp, not a sigmoid: the zero-initialised output is mask 0, so the lens starts as the identity,
+            # and clamp passes the gradient at 0 (it is 1 on the closed interval [0, 1]).
+            mask = r.clamp(0.0, 1.0)
+            return mask * (self.fill(x) - x)
+        return r
+
+    def _unet(self, x: torch.Tensor) -> torch.Tensor:
         skips = [self.inc(x)]
         h = skips[0]
         for block in self.down:
@@ -117,8 +155,7 @@ class UNetLens(nn.Module):
         for block, skip in zip(self.up, reversed(skips[:-1])):
             h = F.interpolate(h, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             h = block(torch.cat([h, skip], dim=1))
-        r = self.out(h)
-        return F.pixel_shuffle(r, self.stride) if self.stride > 1 else r
+        return self.out(h)
 
     def residual(self, x: torch.Tensor) -> torch.Tensor:
         r = self.raw_residual(x)
