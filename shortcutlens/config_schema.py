@@ -115,6 +115,11 @@ def fraction_range() -> Rule:
                 and 0 < v[0] <= v[1] <= 1)
 
 
+def odd_count() -> Rule:
+    """A positive odd integer: the side of a window centred on a pixel."""
+    return Rule("a positive odd integer", lambda v: _is_int(v) and v >= 1 and v % 2 == 1)
+
+
 def position() -> Rule:
     return list_of(number(0, 1), min_len=2, max_len=2)
 
@@ -179,7 +184,8 @@ ADVERSARY: dict[str, Rule] = {
 LENS: dict[str, dict[str, Rule]] = {
     "none": {},
     "unet": {"width": COUNT, "max_levels": COUNT, "constraint": one_of("budget", "penalty"), "budget": POSITIVE,
-             "clamp": boolean(), "stride": COUNT, "edit": one_of("residual", "erase"), "fill_size": COUNT},
+             "clamp": boolean(), "stride": COUNT, "edit": one_of("residual", "erase"),
+             "fill_size": odd_count()},
 }
 
 PROBE: dict[str, Rule] = {

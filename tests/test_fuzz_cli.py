@@ -61,6 +61,7 @@ TRAIN_BAD: list[tuple[tuple[str, ...], str]] = [
     # lens
     (("lens=unet", "lens.stride=3"), "lens.stride"), (("lens=unet", "lens.budget=0"), "lens.budget"),
     (("lens=unet", "lens.constraint=nope"), "lens.constraint"), (("lens=unet", "lens.width=0"), "lens.width"),
+    (("lens=unet", "lens.edit=paint"), "lens.edit"), (("lens=unet", "lens.fill_size=4"), "lens.fill_size"),
     (("lens=unet", "lens.lr=-1"), "lens.lr"), (("lens=unet", "lens.rec_weight=-1"), "lens.rec_weight"),
     (("lens=unet", "pretext=exemplar", "lens.mode=least_likeliest"), "lens.mode"),
     # shortcut

@@ -88,3 +88,58 @@ def test_registry_lists_lenses_and_bad_constraint():
         create_lens("unet", constraint="nope")
     with pytest.raises(ValueError, match="Valid lenss|Valid lenses|none, unet"):
         create_lens("vae")
+
+
+# ---- edit=erase: the lens may pull a pixel towards a local grey, never paint ----
+
+def _erase_lens(fill_size: int = 3, **kw) -> UNetLens:
+    return _perturbed(UNetLens(in_chans=3, img_size=16, width=4, edit="erase", fill_size=fill_size, clamp=False, **kw), 1.0)
+
+
+def test_erase_lens_starts_as_identity_and_predicts_one_mask_per_pixel():
+    lens = UNetLens(in_chans=3, img_size=32, width=4, stride=2, edit="erase")
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(lens(x), x)
+    assert lens.out.out_channels == 4  # one mask value per pixel of each 2x2 block, shared by the 3 channels
+
+
+def test_erase_fill_is_the_grey_mean_of_the_window():
+    lens = UNetLens(in_chans=3, img_size=16, width=4, edit="erase", fill_size=3)
+    x = torch.rand(1, 3, 16, 16)
+    grey = x.mean(dim=1)[0]
+    fill = lens.fill(x)[0, 0]
+    for i, j in [(0, 0), (5, 7), (15, 3), (15, 15)]:  # corners average only the pixels that exist
+        window = grey[max(i - 1, 0):i + 2, max(j - 1, 0):j + 2]
+        assert fill[i, j] == pytest.approx(window.mean().item(), abs=1e-6)
+    assert torch.allclose(UNetLens(in_chans=3, img_size=16, width=4, edit="erase", fill_size=1).fill(x)[:, 0], x.mean(dim=1))
+
+
+def test_erased_pixels_lie_between_the_image_and_its_fill():
+    lens = _erase_lens(constraint="penalty")  # no budget scaling: the raw mask is used as predicted
+    x = torch.rand(4, 3, 16, 16)
+    out, fill = lens(x), lens.fill(x)
+    step = fill - x
+    moved = step.abs() > 1e-2
+    fraction = torch.where(moved, (out - x) / step, torch.zeros_like(x))
+    assert fraction.min() >= -1e-5 and fraction.max() <= 1 + 1e-5
+    assert ((fraction > 0.01) & moved).any() and ((fraction > 0.99) & moved).any()  # it does edit, and fully
+    # one mask value per pixel: where every channel moved, they moved by the same fraction
+    every = moved.all(dim=1)
+    spread = fraction.amax(dim=1) - fraction.amin(dim=1)
+    assert spread[every].max() < 1e-4
+
+
+def test_erase_lens_cannot_draw_on_a_flat_image_and_keeps_its_budget():
+    lens = _erase_lens()
+    flat = torch.full((2, 3, 16, 16), 0.3)
+    assert torch.allclose(lens(flat), flat)  # nothing to erase: the fill is the image
+    budgeted = _erase_lens(budget=0.01)
+    r = budgeted.residual(torch.rand(3, 3, 16, 16))
+    assert torch.allclose(r.abs().mean(dim=(1, 2, 3)), torch.full((3,), 0.01), rtol=1e-4)
+
+
+def test_erase_lens_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="Valid edits: residual, erase"):
+        UNetLens(edit="paint")
+    with pytest.raises(ValueError, match="positive odd"):
+        UNetLens(edit="erase", fill_size=4)
