@@ -143,3 +143,15 @@ def test_erase_lens_refuses_bad_arguments():
         UNetLens(edit="paint")
     with pytest.raises(ValueError, match="positive odd"):
         UNetLens(edit="erase", fill_size=4)
+
+
+def test_erase_mask_keeps_its_gradient_below_zero():
+    # A plain clamp would give a pixel whose mask went negative no gradient, and it could never be erased again.
+    lens = UNetLens(in_chans=3, img_size=16, width=4, edit="erase", constraint="penalty", clamp=False)
+    with torch.no_grad():
+        lens.out.bias.fill_(-1.0)  # every mask value below 0: the lens is still the identity
+    x = torch.rand(2, 3, 16, 16)
+    out = lens(x)
+    assert torch.equal(out, x)
+    ((out - lens.fill(x)) ** 2).sum().backward()  # erasing would lower this
+    assert lens.out.bias.grad.item() < 0  # so gradient descent raises the mask towards erasing
