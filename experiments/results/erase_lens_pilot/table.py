@@ -1,0 +1,60 @@
+"""Print the erase-lens pilot's table from the metrics.json copies in this folder, against the benchmark's own
+seed-0/1 rows (experiments/results/shortcut_benchmark.json). Run from the repository root:
+
+    python experiments/results/erase_lens_pilot/table.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHMARK = HERE.parent / "shortcut_benchmark.json"
+
+
+def lens_settings(metrics: dict) -> str:
+    lens = metrics["config"]["lens"]
+    if lens.get("name") == "none":
+        pretext = metrics["config"]["pretext"]
+        return f"no lens, grayscale p={pretext.get('grayscale_probability')}"
+    edit = lens.get("edit", "residual")
+    fill = f", fill {lens['fill_size']}" if edit == "erase" else ""
+    return f"{edit}{fill}, {metrics['lens_mode']}, budget {lens['budget']}"
+
+
+def row(name: str, metrics: dict, note: str = "") -> str:
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    train = metrics.get("train", {})
+    edit = train.get("edit")
+    ratio = metrics.get("edit_ratio")
+    return (f"| {name} | {lens_settings(metrics)}{note} | {pct(metrics.get('pretext_acc'))} | "
+            f"{pct(metrics.get('pretext_acc_lensed'))} | {'-' if edit is None else f'{edit:.3f}'} | "
+            f"{'-' if ratio is None else f'{ratio:.1f}x'} | {pct(metrics['probe_acc'])} |")
+
+
+def main() -> None:
+    bench = json.loads(BENCHMARK.read_text())["runs"]
+    print("| run (seed) | lens | pretext acc, raw views (%) | through the lens (%) | mean edit, last batch | "
+          "edit in/out | probe (%) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in bench:
+        if r["seed"] in (0, 1) and r["row"].split()[0] in ("relative_location", "jigsaw", "rotation") \
+                and "(" not in r["row"] and "gradient" not in r["row"]:
+            if r["row"].startswith("rotation") and r["seed"] != 0:
+                continue
+            if r["row"].startswith("jigsaw") and r["seed"] != 0:
+                continue
+            ratio = "-" if r["edit_ratio"] is None else f"{r['edit_ratio']:.1f}x"
+            pretext = "-" if r["pretext_acc"] is None else f"{100 * r['pretext_acc']:.1f}"
+            lensed = "-" if r.get("pretext_acc_lensed") is None else f"{100 * r['pretext_acc_lensed']:.1f}"
+            print(f"| {r['row']} ({r['seed']}) | benchmark | {pretext} | {lensed} | - | {ratio} | "
+                  f"{100 * r['probe_acc']:.1f} |")
+    for path in sorted(HERE.glob("*_seed*.json")):
+        metrics = json.loads(path.read_text())
+        note = " (plain clamp)" if "clampgrad" in path.name else ""
+        print(row(f"{path.stem.rsplit('_seed', 1)[0]} ({metrics['config']['seed']})", metrics, note))
+
+
+if __name__ == "__main__":
+    main()
