@@ -24,7 +24,7 @@ def lens_settings(metrics: dict) -> str:
 
 
 def row(name: str, metrics: dict, note: str = "") -> str:
-    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    pct = lambda v: "-" if v is None else f"{100 * v:.1f}"
     train = metrics.get("train", {})
     edit = train.get("edit")
     ratio = metrics.get("edit_ratio")
