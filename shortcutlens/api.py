@@ -130,9 +130,11 @@ def lens_arguments(lens: nn.Module, *, img_size: int | None = None) -> dict[str,
 
     ``img_size`` only sets the number of levels; without it one that gives the lens's levels is used."""
     stride, levels = int(lens.stride), int(lens.levels)
-    return {"in_chans": lens.out.out_channels // stride**2, "img_size": img_size or stride * 4 * 2**levels,
+    # the input, not the output: an erase lens outputs one mask value per pixel, whatever its channels
+    return {"in_chans": lens.inc[0].in_channels // stride**2, "img_size": img_size or stride * 4 * 2**levels,
             "width": lens.inc[0].out_channels, "max_levels": levels, "constraint": lens.constraint,
-            "budget": float(lens.budget), "clamp": bool(lens.clamp), "stride": stride}
+            "budget": float(lens.budget), "clamp": bool(lens.clamp), "stride": stride,
+            "edit": lens.edit_kind, "fill_size": int(lens.fill_size)}
 
 
 def save_lens(lens: nn.Module, path: str | os.PathLike, *, img_size: int | None = None,

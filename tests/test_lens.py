@@ -155,3 +155,13 @@ def test_erase_mask_keeps_its_gradient_below_zero():
     assert torch.equal(out, x)
     ((out - lens.fill(x)) ** 2).sum().backward()  # erasing would lower this
     assert lens.out.bias.grad.item() < 0  # so gradient descent raises the mask towards erasing
+
+
+def test_an_erase_lens_file_rebuilds_an_erase_lens(tmp_path):
+    from shortcutlens.api import load_lens, save_lens
+
+    lens = _erase_lens(fill_size=5, stride=2, budget=0.03)
+    alone = load_lens(save_lens(lens, tmp_path / "erase.pt", img_size=16))
+    assert (alone.edit_kind, alone.fill_size, alone.inc[0].in_channels) == ("erase", 5, 12)
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.equal(alone.edit(x), lens.edit(x))
