@@ -43,8 +43,6 @@ def main() -> None:
                 and "(" not in r["row"] and "gradient" not in r["row"]:
             if r["row"].startswith("rotation") and r["seed"] != 0:
                 continue
-            if r["row"].startswith("jigsaw") and r["seed"] != 0:
-                continue
             ratio = "-" if r["edit_ratio"] is None else f"{r['edit_ratio']:.1f}x"
             pretext = "-" if r["pretext_acc"] is None else f"{100 * r['pretext_acc']:.1f}"
             lensed = "-" if r.get("pretext_acc_lensed") is None else f"{100 * r['pretext_acc_lensed']:.1f}"
