@@ -4,6 +4,7 @@ config object; components get plain keyword arguments)."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 from typing import Any
 
@@ -83,6 +84,13 @@ def run(cfg: dict[str, Any], run_dir: str) -> dict[str, Any]:
                                            "probe_acc", "probe_untrained_acc") if k in results}
         print(json.dumps(summary, indent=2))
         print(f"run directory: {run_dir}")
+    # Free the trainer (its DistributedDataParallel wrapper and that wrapper's Reducer) while the process
+    # group is still registered, and only then destroy the group. Otherwise the Reducer holds the group's
+    # last reference when this frame is cleared, and the gloo group's destructor joins its worker thread
+    # while holding the GIL, which that thread may need to free a tensor: a deadlock at exit (seen, with
+    # gdb, in a rank of tests/test_distributed_resume.py that hung after its run had finished).
+    del trainer
+    gc.collect()
     dist.cleanup()
     return results
 
