@@ -23,20 +23,18 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from shortcutlens import api
 from shortcutlens.build import build_data
 from shortcutlens.data.loader import to_float
 from shortcutlens.data.shortcuts import adapt_channels
+from shortcutlens.lens import grey_fill
 
 
 def grey(x: torch.Tensor, window: int = 1) -> torch.Tensor:
-    """Each pixel replaced by the grey mean of its ``window × window`` neighbourhood, ``(B, 3, H, W)`` kept."""
-    g = x.mean(dim=1, keepdim=True)
-    if window > 1:
-        g = F.avg_pool2d(g, window, stride=1, padding=window // 2, count_include_pad=False)
-    return g.expand_as(x).contiguous()
+    """Each pixel replaced by the grey mean of its ``window × window`` neighbourhood (the erase lens's fill),
+    ``(B, 3, H, W)`` kept."""
+    return grey_fill(x, window).expand_as(x).contiguous()
 
 
 CONDITIONS = {

@@ -58,6 +58,16 @@ def list_lenses() -> list[str]:
     return LENSES.names()
 
 
+def grey_fill(x: torch.Tensor, size: int = 1) -> torch.Tensor:
+    """The grey mean (mean over channels) of each pixel's ``size × size`` window (odd ``size``):
+    ``(B, C, H, W) -> (B, 1, H, W)``. The erase lens's fill."""
+    grey = x.mean(dim=1, keepdim=True)
+    if size == 1:
+        return grey
+    # count_include_pad=False: at the border the mean is over the pixels that exist, not over zeros
+    return F.avg_pool2d(grey, size, stride=1, padding=size // 2, count_include_pad=False)
+
+
 def _block(cin: int, cout: int) -> nn.Sequential:
     # GroupNorm, not BatchNorm: the lens must behave the same in train and eval mode and on a
     # batch of one image at transfer time.
@@ -129,11 +139,7 @@ class UNetLens(nn.Module):
 
     def fill(self, x: torch.Tensor) -> torch.Tensor:
         """``erase``'s target: the grey mean of each pixel's ``fill_size`` window, ``(B, C, H, W) -> (B, 1, H, W)``."""
-        grey = x.mean(dim=1, keepdim=True)
-        if self.fill_size == 1:
-            return grey
-        # count_include_pad=False: at the border the mean is over the pixels that exist, not over zeros
-        return F.avg_pool2d(grey, self.fill_size, stride=1, padding=self.fill_size // 2, count_include_pad=False)
+        return grey_fill(x, self.fill_size)
 
     def raw_residual(self, x: torch.Tensor) -> torch.Tensor:
         r = self._unet(F.pixel_unshuffle(x, self.stride) if self.stride > 1 else x)
