@@ -246,7 +246,7 @@ PRETEXT: dict[str, dict[str, Rule]] = {
 _MARK = {"position": position(), "size": number(0, 1, lo_open=True), "intensity": NON_NEGATIVE}
 SHORTCUT: dict[str, dict[str, Rule]] = {
     "none": {}, "arrow": dict(_MARK), "watermark": dict(_MARK), "chromatic_aberration": dict(_MARK),
-    "gradient": {"intensity": NON_NEGATIVE},
+    "gradient": {"intensity": NON_NEGATIVE}, "position_tint": {"intensity": number(0, 2 / 3)},
     "instance_code": {"bits": integer(1, 64), "cell": COUNT, "position": position(),
                       "contrast": number(0, 1, lo_open=True)},
 }

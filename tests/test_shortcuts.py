@@ -10,7 +10,7 @@ from shortcutlens.data.shortcuts import adapt_channels, channels_after, edit_rat
 
 def test_registry():
     assert {"none", "arrow", "gradient", "chromatic_aberration", "watermark"} <= set(list_shortcuts())
-    with pytest.raises(ValueError, match="arrow, chromatic_aberration, gradient, instance_code, none, watermark"):
+    with pytest.raises(ValueError, match="arrow, chromatic_aberration, gradient, instance_code, none, position_tint, watermark"):
         create_shortcut("logo")
 
 
@@ -64,6 +64,37 @@ def test_chromatic_aberration_grows_with_distance_and_keeps_green():
     assert torch.equal(out[:, 1], x[:, 0])
     fringe = (out[0, 0] - out[0, 2]).abs().mean(1)  # per row
     assert fringe[14:19].mean() < fringe[:5].mean() and fringe[14:19].mean() < fringe[-5:].mean()
+
+
+def test_position_tint_is_colour_by_position_with_the_grey_image_kept():
+    """The tint's colour depends on where a pixel is (red to the right, blue to the left, green at the
+    bottom), never on anything else; the channel mean is the input exactly, values stay in [0, 1] with no
+    clamping, black and white are untouched, and greying removes the cue."""
+    from shortcutlens.lens import grey_fill
+
+    x = torch.rand(3, 1, 20, 30)
+    x[..., 0, 0] = 0.0
+    x[..., 0, 1] = 1.0
+    sc = create_shortcut("position_tint", intensity=2 / 3)
+    out = sc(x)
+    assert out.shape == (3, 3, 20, 30) and 0 <= out.min() and out.max() <= 1
+    assert torch.allclose(grey_fill(out, 1), x, atol=1e-6)
+    assert torch.equal(out[..., 0, :2], x[..., 0, :2].expand(-1, 3, -1))
+    # the same grey everywhere -> the colour tells the position: k = intensity·(u·(1,0,-1) + v·(-1/2,1,-1/2))
+    grey = sc(torch.full((1, 1, 20, 30), 0.5))[0]
+    u = (2 * (torch.arange(30) + 0.5) / 30 - 1)[None, :].expand(20, 30)
+    v = (2 * (torch.arange(20) + 0.5) / 20 - 1)[:, None].expand(20, 30)
+    expected = 0.5 + 0.25 * (2 / 3) * torch.stack([u - v / 2, v, -u - v / 2])
+    assert torch.allclose(grey, expected, atol=1e-6)
+    assert grey[0, :, -1].mean() > grey[0, :, 0].mean() and grey[2, :, 0].mean() > grey[2, :, -1].mean()
+    assert grey[1, -1].mean() > grey[1, 0].mean()
+    assert torch.equal(create_shortcut("position_tint", intensity=0.0)(x), x.expand(-1, 3, -1, -1))
+    assert sc.regions(torch.full((1, 1, 20, 30), 0.5))[0, 0, 10, 15] == 0  # no cast at the centre
+    assert sc.regions(torch.full((1, 1, 20, 30), 0.5))[0, 0, 0, 0] == 1
+    with pytest.raises(ValueError, match=r"intensity must be in \[0, 2/3\]"):
+        create_shortcut("position_tint", intensity=0.8)
+    with pytest.raises(ValueError, match="needs 1 or 3 channels, got 2"):
+        sc(torch.rand(2, 2, 8, 8))
 
 
 def test_one_channel_rule_for_colour_shortcuts():

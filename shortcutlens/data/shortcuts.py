@@ -14,6 +14,9 @@ aberration's fringes run along each object's outline) the pixels it changes in t
   inwards), so the colour fringe grows with distance from the centre and tells a patch where it was
   cut (Doersch et al. 2015 found this cue; Noroozi & Favaro 2016 fight it). Grayscale input is first
   replicated to 3 channels.
+- ``position_tint``: a colour cast that varies across the frame (red right, blue left, green bottom,
+  magenta top) with the grey level untouched: an absolute-position cue for the patch tasks that is
+  pure colour, so greying removes it exactly.
 - ``watermark``: a fixed logo (ring and bar) blended in at a fixed place — the same on every image,
   so it is *no* shortcut for the instance tasks (a negative control).
 - ``instance_code``: a per-image cue for the instance tasks (exemplar, contrastive): a small block of
@@ -219,6 +222,55 @@ class ChromaticAberration(Shortcut):
         cy, cx = self.position
         dist = ((ys - cy) ** 2 + (xs - cx) ** 2).sqrt() / (0.5 * 2**0.5)
         return (dist > self.size).float()[None, None]
+
+    def regions(self, images: torch.Tensor) -> torch.Tensor:
+        moved = (self(images) - adapt_channels(images, 3)).abs().amax(dim=1, keepdim=True)
+        return (moved > self.region_threshold).float()
+
+
+@SHORTCUTS.register("position_tint")
+class PositionTint(Shortcut):
+    """A colour cast that depends on where a pixel is and on nothing else: the colour shading of a real
+    camera (the sensor's colour response varies across the frame), made strong. Channel ``c`` becomes
+    ``x + k_c·x·(1 − x)`` with ``k = intensity·(u·(1, 0, −1) + v·(−½, 1, −½))``, ``u, v ∈ [−1, 1]`` the
+    pixel's column and row: red to the right and blue to the left, green at the bottom and magenta at
+    the top. So a patch's colour tells where in the image it was cut — an absolute-position cue for
+    relative location and jigsaw, like the aberration's fringes but with no geometry at all.
+
+    Why this form: ``k`` sums to zero over the channels, so the channel mean (the grey image) is exactly
+    the input, and ``x·(1 − x)`` keeps every value in [0, 1] without clamping (for ``intensity ≤ 2/3``)
+    and leaves black and white alone; the cast is strongest on mid-grey (a shift of up to
+    ``0.375·intensity``). Greying an image (``lens.grey_fill`` with size 1) removes the cue exactly — what
+    an erasing lens can do, and what a residual lens can learn with one 1x1 linear map.
+
+    Grayscale input is first replicated to 3 channels. ``regions(images)``: the pixels whose colour the
+    tint moves by more than ``region_threshold`` in some channel.
+    """
+
+    #: a pixel belongs to an image's region when the tint moves one of its channels by more than this
+    region_threshold: float = 0.05
+
+    def __init__(self, *, intensity: float = 0.5) -> None:
+        super().__init__()
+        if not 0 <= intensity <= 2 / 3:
+            raise ValueError(f"position_tint intensity must be in [0, 2/3] (beyond it a channel can leave [0, 1]), got {intensity}")
+        self.intensity = float(intensity)
+
+    def out_channels(self, in_chans: int) -> int:
+        return 3
+
+    def tint(self, h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
+        """``(1, 3, H, W)``: ``k`` per channel and pixel (sums to 0 over channels)."""
+        ys, xs = _grid(h, w, device)
+        u, v = (2 * xs - 1).expand(h, w), (2 * ys - 1).expand(h, w)
+        return self.intensity * torch.stack([u - 0.5 * v, v, -u - 0.5 * v])[None]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[1] not in (1, 3):
+            raise ValueError(f"position_tint needs 1 or 3 channels, got {images.shape[1]}")
+        images = adapt_channels(images, 3)
+        k = self.tint(images.shape[-2], images.shape[-1], images.device).to(images.dtype)
+        return images + k * images * (1 - images)
 
     def regions(self, images: torch.Tensor) -> torch.Tensor:
         moved = (self(images) - adapt_channels(images, 3)).abs().amax(dim=1, keepdim=True)
