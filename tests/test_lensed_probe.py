@@ -72,13 +72,13 @@ def test_results_are_never_written_over(lens_run, tmp_path):
 def test_figures_use_the_lensed_probe_for_the_lens_rows_only(tmp_path):
     """Recovery and the clean-data effect by hand, for made-up probes of two seeds of relative location."""
     base = tmp_path / "runs"
-    probes = {"relative_location clean / no lens": [0.80, 0.78], "relative_location chromatic_aberration / no lens": [0.76, 0.74]}
+    probes = {"relative_location clean / no lens": [0.80, 0.78], "relative_location position_tint / no lens": [0.76, 0.74]}
     for name, values in probes.items():
         for seed, value in enumerate(values):
             folder = base / lp.sb.slug(name) / f"seed{seed}"
             folder.mkdir(parents=True)
             (folder / "metrics.json").write_text(json.dumps({"step": 500, "probe_acc": value, "pretext_acc": 0.8}))
-    lens, clean_lens = "relative_location chromatic_aberration / lens", "relative_location clean / lens"
+    lens, clean_lens = "relative_location position_tint / lens", "relative_location clean / lens"
     measured = {lens: [(0.77, 0.78), (0.75, 0.74)], clean_lens: [(0.79, 0.81), (0.775, 0.76)]}  # (raw, lensed)
     results = []
     for name, pairs in measured.items():

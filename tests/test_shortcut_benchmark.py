@@ -81,10 +81,15 @@ def test_overrides_compose_and_clean_rows_match_the_cue_rows_channels(tmp_path):
 
     by_name = {r.name: r for r in sb.ROWS}
     clean = compose(sb.overrides(by_name["jigsaw clean / no lens"], seed=3, steps=7, extra=[], out=tmp_path))
-    cue = compose(sb.overrides(by_name["jigsaw chromatic_aberration / no lens"], seed=3, steps=7, extra=[], out=tmp_path))
-    # like with like: both rows train a 3-channel backbone; the clean one's aberration has zero strength
-    assert clean["shortcut"]["name"] == cue["shortcut"]["name"] == "chromatic_aberration"
-    assert clean["shortcut"]["intensity"] == 0.0 and cue["shortcut"]["intensity"] > 0
+    cue = compose(sb.overrides(by_name["jigsaw position_tint / no lens"], seed=3, steps=7, extra=[], out=tmp_path))
+    # like with like: both rows train a 3-channel backbone (the clean one through a zero-strength
+    # aberration: grayscale replicated), the cue row's tint at the protocol's strength
+    assert clean["shortcut"]["name"] == "chromatic_aberration" and clean["shortcut"]["intensity"] == 0.0
+    assert cue["shortcut"] == {"name": "position_tint", "intensity": 0.25}
+    from shortcutlens.data.shortcuts import channels_after, create_shortcut
+
+    assert channels_after(create_shortcut(**dict(clean["shortcut"])), 1) == channels_after(
+        create_shortcut(**dict(cue["shortcut"])), 1) == 3
     assert clean["probe"]["untrained"] is True and cue["probe"]["untrained"] is False
     assert clean["probe"]["max_train"] == 0 and clean["probe"]["l2_grid"]  # all 54,000 images, L2 chosen on val
     assert clean["trainer"]["steps"] == 7 and clean["seed"] == 3 and clean["lens"]["name"] == "none"
@@ -250,9 +255,9 @@ def test_plan_cost_sums_finished_runs_and_fills_the_rest_with_each_rows_median()
 
 
 def test_rows_bring_their_baselines_unless_told_not_to():
-    lens = "relative_location chromatic_aberration / lens"
+    lens = "relative_location position_tint / lens"
     with_baselines = {r.name for r in sb.select_rows(None, [lens], secondary=False)}
-    assert with_baselines == {lens, "relative_location clean / no lens", "relative_location chromatic_aberration / no lens"}
+    assert with_baselines == {lens, "relative_location clean / no lens", "relative_location position_tint / no lens"}
     assert [r.name for r in sb.select_rows(None, [lens], secondary=False, baselines=False)] == [lens]
     with pytest.raises(SystemExit, match="--no-baselines needs --rows"):
         sb.main(["--no-baselines", "--pretexts", "rotation"])
