@@ -138,7 +138,7 @@ PROTOCOLS: dict[str, Protocol] = {
             "random grayscale is a hand-made cure for colour cues; it is off so that the lens has to remove "
             "the cue. A 1024-wide head (paper: 4096) keeps a step affordable. Clean rows run the same "
             "3-channel pipeline (grayscale replicated; they were made with a zero-strength aberration, the "
-            "same computation) so clean and tinted runs are compared like with like.",
+            "same images to float rounding) so clean and tinted runs are compared like with like.",
         cue_overrides=("shortcut.intensity=0.25",),
         clean=("shortcut=chromatic_aberration", "shortcut.intensity=0.0"),
     ),
