@@ -1,5 +1,6 @@
 """Print the erase-lens pilot's table from the metrics.json copies in this folder, against the benchmark's own
-seed-0/1 rows (experiments/results/shortcut_benchmark.json). Run from the repository root:
+seed-0/1 runs of the same rows (experiments/results/shortcut_benchmark_runs; the patch tasks' aberration rows,
+which the benchmark has since replaced by the position tint). Run from the repository root:
 
     python experiments/results/erase_lens_pilot/table.py
 """
@@ -10,7 +11,16 @@ import json
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARK = HERE.parent / "shortcut_benchmark.json"
+BENCHMARK = HERE.parent / "shortcut_benchmark_runs"
+# the benchmark's rows this pilot compares with: the patch tasks on seeds 0 and 1, rotation on seed 0
+COMPARED = [(f"{task} {cue} / {lens}", seeds) for task in ("relative_location", "jigsaw")
+            for cue in ("clean", "chromatic_aberration") for lens in ("no lens", "lens") for seeds in [(0, 1)]]
+COMPARED += [(f"rotation {cue} / {lens}", (0,)) for cue, lens in (("clean", "no lens"), ("arrow", "no lens"),
+                                                                   ("arrow", "lens"), ("clean", "lens"))]
+
+
+def slug(name: str) -> str:  # the benchmark's run-folder name for a row
+    return "".join(c if c.isalnum() else "_" for c in name).strip("_").replace("__", "_")
 
 
 def lens_settings(metrics: dict) -> str:
@@ -34,19 +44,16 @@ def row(name: str, metrics: dict, note: str = "") -> str:
 
 
 def main() -> None:
-    bench = json.loads(BENCHMARK.read_text())["runs"]
     print("| run (seed) | lens | pretext acc, raw views (%) | through the lens (%) | mean edit, last batch | "
           "edit in/out | probe (%) |")
     print("|---|---|---|---|---|---|---|")
-    for r in bench:
-        if r["seed"] in (0, 1) and r["row"].split()[0] in ("relative_location", "jigsaw", "rotation") \
-                and "(" not in r["row"] and "gradient" not in r["row"]:
-            if r["row"].startswith("rotation") and r["seed"] != 0:
-                continue
-            ratio = "-" if r["edit_ratio"] is None else f"{r['edit_ratio']:.1f}x"
-            pretext = "-" if r["pretext_acc"] is None else f"{100 * r['pretext_acc']:.1f}"
+    for name, seeds in COMPARED:
+        for seed in seeds:
+            r = json.loads((BENCHMARK / slug(name) / f"seed{seed}" / "metrics.json").read_text())
+            ratio = "-" if r.get("edit_ratio") is None else f"{r['edit_ratio']:.1f}x"
+            pretext = "-" if r.get("pretext_acc") is None else f"{100 * r['pretext_acc']:.1f}"
             lensed = "-" if r.get("pretext_acc_lensed") is None else f"{100 * r['pretext_acc_lensed']:.1f}"
-            print(f"| {r['row']} ({r['seed']}) | benchmark | {pretext} | {lensed} | - | {ratio} | "
+            print(f"| {name} ({seed}) | benchmark | {pretext} | {lensed} | - | {ratio} | "
                   f"{100 * r['probe_acc']:.1f} |")
     for path in sorted(HERE.glob("*_seed*.json")):
         metrics = json.loads(path.read_text())
