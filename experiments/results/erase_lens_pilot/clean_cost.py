@@ -1,6 +1,7 @@
 """What the lens costs on clean data, erase lens against the benchmark's residual lens, paired by seed with
 95% t intervals (the benchmark's own ``t_interval``). Reads ``clean_erase/<row>/seed<N>/metrics.json`` here and
-the benchmark's committed runs in ``../shortcut_benchmark_runs``. Run from the repository root:
+the benchmark's committed runs in ``../shortcut_benchmark_runs`` (its residual-lens clean runs in
+``../archive/patch_tasks_aberration/runs``). Run from the repository root:
 
     python experiments/results/erase_lens_pilot/clean_cost.py
 """
@@ -16,6 +17,8 @@ sys.path.insert(0, str(HERE.parents[1]))  # experiments/, for the benchmark's ow
 from shortcut_benchmark import t_interval
 
 BENCH = HERE.parent / "shortcut_benchmark_runs"
+# the residual lens's clean runs, archived when the benchmark's patch tasks took the erase lens
+RESIDUAL = HERE.parent / "archive" / "patch_tasks_aberration" / "runs"
 
 
 def probe(path: Path) -> float:
@@ -43,7 +46,7 @@ def main() -> None:
             clean = probe(BENCH / f"{task}_clean__no_lens" / f"seed{seed}" / "metrics.json")
             seeds.append(seed)
             erase.append(100 * (metrics["probe_acc"] - clean))
-            residual.append(100 * (probe(BENCH / f"{task}_clean__lens" / f"seed{seed}" / "metrics.json") - clean))
+            residual.append(100 * (probe(RESIDUAL / f"{task}_clean__lens" / f"seed{seed}" / "metrics.json") - clean))
         if seeds:
             print(f"| {task} | {', '.join(map(str, seeds))} | {interval(erase)} | {interval(residual)} | "
                   f"{', '.join(f'{v:+.1f}' for v in erase)} | {', '.join(f'{v:+.1f}' for v in residual)} |")

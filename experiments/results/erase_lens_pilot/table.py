@@ -49,7 +49,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for name, seeds in COMPARED:
         for seed in seeds:
-            r = json.loads((BENCHMARK / slug(name) / f"seed{seed}" / "metrics.json").read_text())
+            folder = BENCHMARK / slug(name)
+            if not folder.is_dir():  # the residual lens's clean patch-task runs, archived
+                folder = HERE.parent / "archive" / "patch_tasks_aberration" / "runs" / slug(name)
+            r = json.loads((folder / f"seed{seed}" / "metrics.json").read_text())
             ratio = "-" if r.get("edit_ratio") is None else f"{r['edit_ratio']:.1f}x"
             pretext = "-" if r.get("pretext_acc") is None else f"{100 * r['pretext_acc']:.1f}"
             lensed = "-" if r.get("pretext_acc_lensed") is None else f"{100 * r['pretext_acc_lensed']:.1f}"
