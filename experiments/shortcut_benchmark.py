@@ -136,7 +136,7 @@ PROTOCOLS: dict[str, Protocol] = {
             "against 79.7% clean), and erasing 0.25 costs 0.0095 of mean |edit|, half the lens's 0.02 budget, "
             "where 0.5 costs 0.019, all of it (experiments/results/position_tint_pilot). The lens may only "
             "erase colour (lens.edit=erase, fill 1: each pixel pulled towards its own grey), chosen on seed 0 "
-            "(one of the table's seeds): against the tint it gave back 71% of the cost, the residual lens 45% "
+            "(one of the table's seeds): against the tint it gave back 70% of the cost, the residual lens 45% "
             "and an erase lens with a 3x3 fill (which can also blur) 45%. On grayscale images it has nothing "
             "to erase (the edit is zero by construction), so its clean + lens rows differ from the clean rows "
             "only by the order the data comes in. Kolesnikov et al.'s "
