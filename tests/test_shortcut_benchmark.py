@@ -86,6 +86,9 @@ def test_overrides_compose_and_clean_rows_match_the_cue_rows_channels(tmp_path):
     # aberration: grayscale replicated), the cue row's tint at the protocol's strength
     assert clean["shortcut"]["name"] == "chromatic_aberration" and clean["shortcut"]["intensity"] == 0.0
     assert cue["shortcut"] == {"name": "position_tint", "intensity": 0.25}
+    # the patch tasks' lens may only take colour out: on the clean rows' grey images it has nothing to do
+    lens = compose(sb.overrides(by_name["jigsaw position_tint / lens"], seed=3, steps=7, extra=[], out=tmp_path))
+    assert lens["lens"]["edit"] == "erase" and lens["lens"]["fill_size"] == 1
     from shortcutlens.data.shortcuts import channels_after, create_shortcut
 
     assert channels_after(create_shortcut(**dict(clean["shortcut"])), 1) == channels_after(
