@@ -178,8 +178,28 @@ class Gradient(Shortcut):
         return (images + self.intensity * (0.5 - ys)).clamp(0, 1)
 
 
+class _ColourShortcut(Shortcut):
+    """A cue that turns grayscale into colour (1 or 3 channels in, 3 out) and whose per-image region is
+    where it moves a pixel: some channel by more than ``region_threshold``."""
+
+    name: str  # the registry name, for errors
+    region_threshold: float = 0.1
+
+    def out_channels(self, in_chans: int) -> int:
+        return 3
+
+    def _rgb(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[1] not in (1, 3):
+            raise ValueError(f"{self.name} needs 1 or 3 channels, got {images.shape[1]}")
+        return adapt_channels(images, 3)
+
+    def regions(self, images: torch.Tensor) -> torch.Tensor:
+        moved = (self(images) - adapt_channels(images, 3)).abs().amax(dim=1, keepdim=True)
+        return (moved > self.region_threshold).float()
+
+
 @SHORTCUTS.register("chromatic_aberration")
-class ChromaticAberration(Shortcut):
+class ChromaticAberration(_ColourShortcut):
     """Red sampled at ``(1 − intensity)·p`` and blue at ``(1 + intensity)·p`` for each position ``p``
     relative to ``position`` (the optical centre, fractions ``(y, x)``): red is magnified and blue
     shrunk, so fringes grow linearly with the distance from the centre. ``region`` is the outer part
@@ -188,6 +208,7 @@ class ChromaticAberration(Shortcut):
     than ``region_threshold`` in some channel (along the outlines of the objects, none on flat areas, and
     none at all at intensity 0)."""
 
+    name = "chromatic_aberration"
     #: a pixel belongs to an image's region when the aberration moves one of its channels by more than this
     region_threshold: float = 0.1
 
@@ -195,13 +216,8 @@ class ChromaticAberration(Shortcut):
         super().__init__()
         self.position, self.size, self.intensity = tuple(position), size, intensity
 
-    def out_channels(self, in_chans: int) -> int:
-        return 3
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.shape[1] not in (1, 3):
-            raise ValueError(f"chromatic_aberration needs 1 or 3 channels, got {images.shape[1]}")
-        images = adapt_channels(images, 3)
+        images = self._rgb(images)
         b, _, h, w = images.shape
         ys, xs = _grid(h, w, images.device)
         cy, cx = self.position
@@ -223,13 +239,9 @@ class ChromaticAberration(Shortcut):
         dist = ((ys - cy) ** 2 + (xs - cx) ** 2).sqrt() / (0.5 * 2**0.5)
         return (dist > self.size).float()[None, None]
 
-    def regions(self, images: torch.Tensor) -> torch.Tensor:
-        moved = (self(images) - adapt_channels(images, 3)).abs().amax(dim=1, keepdim=True)
-        return (moved > self.region_threshold).float()
-
 
 @SHORTCUTS.register("position_tint")
-class PositionTint(Shortcut):
+class PositionTint(_ColourShortcut):
     """A colour cast that depends on where a pixel is and on nothing else: the colour shading of a real
     camera (the sensor's colour response varies across the frame), made strong. Channel ``c`` becomes
     ``x + k_c·x·(1 − x)`` with ``k = intensity·(u·(1, 0, −1) + v·(−½, 1, −½))``, ``u, v ∈ [−1, 1]`` the
@@ -247,6 +259,7 @@ class PositionTint(Shortcut):
     tint moves by more than ``region_threshold`` in some channel.
     """
 
+    name = "position_tint"
     #: a pixel belongs to an image's region when the tint moves one of its channels by more than this
     region_threshold: float = 0.05
 
@@ -256,9 +269,6 @@ class PositionTint(Shortcut):
             raise ValueError(f"position_tint intensity must be in [0, 2/3] (beyond it a channel can leave [0, 1]), got {intensity}")
         self.intensity = float(intensity)
 
-    def out_channels(self, in_chans: int) -> int:
-        return 3
-
     def tint(self, h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
         """``(1, 3, H, W)``: ``k`` per channel and pixel (sums to 0 over channels)."""
         ys, xs = _grid(h, w, device)
@@ -266,15 +276,9 @@ class PositionTint(Shortcut):
         return self.intensity * torch.stack([u - 0.5 * v, v, -u - 0.5 * v])[None]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.shape[1] not in (1, 3):
-            raise ValueError(f"position_tint needs 1 or 3 channels, got {images.shape[1]}")
-        images = adapt_channels(images, 3)
+        images = self._rgb(images)
         k = self.tint(images.shape[-2], images.shape[-1], images.device).to(images.dtype)
         return images + k * images * (1 - images)
-
-    def regions(self, images: torch.Tensor) -> torch.Tensor:
-        moved = (self(images) - adapt_channels(images, 3)).abs().amax(dim=1, keepdim=True)
-        return (moved > self.region_threshold).float()
 
 
 @SHORTCUTS.register("instance_code")

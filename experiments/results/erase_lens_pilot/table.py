@@ -8,19 +8,21 @@ which the benchmark has since replaced by the position tint). Run from the repos
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1]))  # experiments/, for the benchmark's own run-folder names
+from shortcut_benchmark import slug
+
 BENCHMARK = HERE.parent / "shortcut_benchmark_runs"
+ARCHIVE = HERE.parent / "archive" / "patch_tasks_aberration" / "runs"
 # the benchmark's rows this pilot compares with: the patch tasks on seeds 0 and 1, rotation on seed 0
 COMPARED = [(f"{task} {cue} / {lens}", seeds) for task in ("relative_location", "jigsaw")
             for cue in ("clean", "chromatic_aberration") for lens in ("no lens", "lens") for seeds in [(0, 1)]]
 COMPARED += [(f"rotation {cue} / {lens}", (0,)) for cue, lens in (("clean", "no lens"), ("arrow", "no lens"),
                                                                    ("arrow", "lens"), ("clean", "lens"))]
 
-
-def slug(name: str) -> str:  # the benchmark's run-folder name for a row
-    return "".join(c if c.isalnum() else "_" for c in name).strip("_").replace("__", "_")
 
 
 def lens_settings(metrics: dict) -> str:
@@ -49,9 +51,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for name, seeds in COMPARED:
         for seed in seeds:
-            folder = BENCHMARK / slug(name)
-            if not folder.is_dir():  # the residual lens's clean patch-task runs, archived
-                folder = HERE.parent / "archive" / "patch_tasks_aberration" / "runs" / slug(name)
+            # the residual lens's clean patch-task runs are archived (their folder names now hold the erase lens's)
+            folder = ARCHIVE / slug(name)
+            if not folder.is_dir():
+                folder = BENCHMARK / slug(name)
             r = json.loads((folder / f"seed{seed}" / "metrics.json").read_text())
             ratio = "-" if r.get("edit_ratio") is None else f"{r['edit_ratio']:.1f}x"
             pretext = "-" if r.get("pretext_acc") is None else f"{100 * r['pretext_acc']:.1f}"
