@@ -232,7 +232,7 @@ _PATCH_TASK = {"hidden_dim": COUNT, "dropout": number(0, 1, hi_open=True), "grid
 _INSTANCE_AUGMENT = {"crop_scale": fraction_range(), "jitter_probability": PROBABILITY,
                      "grayscale_probability": PROBABILITY}
 PRETEXT: dict[str, dict[str, Rule]] = {
-    "rotation": {"all_rotations": boolean()},
+    "rotation": {"all_rotations": boolean(), "hidden_dim": integer(0)},
     "relative_location": dict(_PATCH_TASK),
     "jigsaw": {**_PATCH_TASK, "num_permutations": integer(2, 1000), "permutation_seed": integer(0),
                "permutations_per_image": COUNT},

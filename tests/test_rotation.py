@@ -157,3 +157,19 @@ def test_unknown_lens_mode_lists_the_modes(scored) -> None:
                                          "least_likely, random_wrong"):
         create_objective("most_likely", pretext=task)
     assert create_objective("auto", pretext=task).name == "random_wrong"
+
+
+def test_hidden_head_is_fc_bn_relu_fc_and_linear_keeps_its_keys() -> None:
+    linear = Rotation(num_features=8)
+    assert list(linear.state_dict()) == ["head.weight", "head.bias"]  # old checkpoints still load
+    task = Rotation(num_features=8, hidden_dim=16)
+    layers = [type(m) for m in task.head]
+    assert layers == [nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout, nn.Linear]
+    # 8*16 + 16 (FC) + 2*16 (BN) + 16*4 + 4 (FC) parameters.
+    assert sum(p.numel() for p in task.parameters()) == 8 * 16 + 16 + 2 * 16 + 16 * 4 + 4
+    torch.manual_seed(0)
+    features, targets = torch.randn(12, 8), torch.arange(4).repeat_interleave(3)
+    loss, _ = task.loss(features, targets)
+    torch.testing.assert_close(loss, nn.functional.cross_entropy(task.head(features), targets))
+    with pytest.raises(ValueError, match="hidden_dim must be >= 0"):
+        Rotation(num_features=8, hidden_dim=-1)
