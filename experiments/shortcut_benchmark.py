@@ -261,11 +261,12 @@ def run_one(args: tuple[Row, int, int, list[str], Path, int]) -> dict:
     from shortcutlens.cli.train import run
     from shortcutlens.run_lock import RunDirInUseError
 
-    cfg = compose(overrides(row, seed=seed, steps=steps, extra=extra, out=out))
+    ov = overrides(row, seed=seed, steps=steps, extra=extra, out=out)
+    cfg = compose(ov)
     metrics_path = Path(cfg["run_dir"]) / "metrics.json"
     if metrics_path.is_file():  # finished earlier: the benchmark itself resumes
         metrics = json.loads(metrics_path.read_text())
-        changed = differences(cfg, metrics.get("config") or {})
+        changed = differences(cfg, metrics.get("config") or {}, explicit=explicit_keys(ov))
         if changed:
             raise SystemExit(f"{cfg['run_dir']} holds a finished run under other settings ({'; '.join(changed[:4])}): "
                              "it would be counted as this protocol's. Use another --out, or move it away.")
@@ -282,18 +283,32 @@ def run_one(args: tuple[Row, int, int, list[str], Path, int]) -> dict:
     return summary(row, seed, res)
 
 
-def differences(cfg: dict, saved: dict, prefix: str = "") -> list[str]:
-    """``key: saved -> wanted`` for every setting both configs hold and that differs (keys added to the
-    library after a run was made are not differences; nor are ``resume`` and ``run_dir``: runs may be moved;
-    nor the ``LAYOUT_ONLY`` settings, which change the memory layout and not the computation)."""
+def differences(cfg: dict, saved: dict, prefix: str = "", explicit: frozenset[str] = frozenset()) -> list[str]:
+    """``key: saved -> wanted`` for every setting both configs hold and that differs, and for every setting
+    in ``explicit`` (the dotted keys the run's overrides set) that the saved config lacks. A key added to the
+    library after a run was made is no difference when the run leaves it at its default (the run was made
+    without it, as the default still makes it), but is one when the protocol sets it: an old run cannot
+    have had it (a rotation run made before ``pretext.hidden_dim`` had a linear head). Nor are ``resume``
+    and ``run_dir`` differences (runs may be moved), nor the ``LAYOUT_ONLY`` settings, which change the
+    memory layout and not the computation."""
     out = []
-    for key in sorted(set(cfg) & set(saved) - {"resume", "run_dir"}):
+    for key in sorted(set(cfg) - {"resume", "run_dir"}):
+        name = f"{prefix}{key}"
+        if key not in saved:
+            if name in explicit and not isinstance(cfg[key], dict):  # a group choice (lens=none) is no setting
+                out.append(f"{name}: (not in the run's config) -> {cfg[key]}")
+            continue
         a, b = saved[key], cfg[key]
         if isinstance(a, dict) and isinstance(b, dict):
-            out += differences(b, a, f"{prefix}{key}.")
-        elif a != b and f"{prefix}{key}" not in LAYOUT_ONLY:
-            out.append(f"{prefix}{key}: {a} -> {b}")
+            out += differences(b, a, f"{name}.", explicit)
+        elif a != b and name not in LAYOUT_ONLY:
+            out.append(f"{name}: {a} -> {b}")
     return out
+
+
+def explicit_keys(overrides: list[str]) -> frozenset[str]:
+    """The dotted config keys a list of Hydra overrides sets (``trainer.steps=5`` -> ``trainer.steps``)."""
+    return frozenset(o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o)
 
 
 # ---------------------------------------------------------------------------------------------- statistics

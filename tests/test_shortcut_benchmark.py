@@ -264,3 +264,30 @@ def test_rows_bring_their_baselines_unless_told_not_to():
     assert [r.name for r in sb.select_rows(None, [lens], secondary=False, baselines=False)] == [lens]
     with pytest.raises(SystemExit, match="--no-baselines needs --rows"):
         sb.main(["--no-baselines", "--pretexts", "rotation"])
+
+
+def test_a_setting_the_protocol_sets_that_an_old_run_lacks_refuses_the_run(tmp_path):
+    """A key added to the library after a run was made: left at its default it is no difference (the run
+    was made as the default still makes it); set by the protocol (rotation's pretext.hidden_dim=256), an
+    old run cannot have had it, so the run is refused rather than counted as the new protocol's."""
+    import torch
+
+    from shortcutlens.cli.common import compose
+
+    ov = sb.overrides(ROT[0], seed=0, steps=500, extra=[], out=tmp_path)
+    assert "pretext.hidden_dim" in sb.explicit_keys(ov) and "seed" in sb.explicit_keys(ov)
+    wanted = compose(ov)
+    saved = json.loads(json.dumps(wanted))
+    del saved["pretext"]["hidden_dim"], saved["lens"]  # a run from before both keys existed
+    assert sb.differences(wanted, saved) == []  # without the overrides' keys: nothing to compare
+    assert sb.differences(wanted, saved, explicit=sb.explicit_keys(ov)) == [
+        "pretext.hidden_dim: (not in the run's config) -> 256"]  # lens=none is a group choice, not a key
+    folder = sb.run_dir(ROT[0], 0, tmp_path)
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"config": saved, "probe_acc": 0.8}))
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(SystemExit, match=r"pretext.hidden_dim: \(not in the run's config\) -> 256"):
+            sb.run_one((ROT[0], 0, 500, [], tmp_path, threads))
+    finally:
+        torch.set_num_threads(threads)
