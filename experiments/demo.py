@@ -13,8 +13,9 @@ inside/outside the arrow, and the path of the lens-edit grid (input / lensed / a
 
 The settings are the shortcut benchmark's rotation protocol (experiments/shortcut_benchmark.py,
 ``PROTOCOLS["rotation"]`` and ``COMMON``) as it was measured over five seeds at 500 steps (the benchmark
-now runs 1,500; the 500-step runs are kept in experiments/results/archive/rotation_500_steps): batch
-128, flips and shifts, one rotation per image, warm-up 25 steps. Another change keeps the demo to
+now runs 1,500, with a hidden layer in the rotation head; the 500-step runs are kept in
+experiments/results/archive/rotation_500_steps): batch 128, flips and shifts, one rotation per image,
+a linear head, warm-up 25 steps. Another change keeps the demo to
 minutes: the probe trains on a fixed 10,000-image subset with a fixed L2 (the benchmark: all 54,000
 images, L2 chosen on a grid), so its numbers are a little lower (0.7-0.9 points on seed 0).
 
