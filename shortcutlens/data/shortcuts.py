@@ -183,7 +183,7 @@ class _ColourShortcut(Shortcut):
     where it moves a pixel: some channel by more than ``region_threshold``."""
 
     name: str  # the registry name, for errors
-    region_threshold: float = 0.1
+    region_threshold: float  # each cue sets its own
 
     def out_channels(self, in_chans: int) -> int:
         return 3

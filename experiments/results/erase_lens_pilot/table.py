@@ -16,7 +16,9 @@ sys.path.insert(0, str(HERE.parents[1]))  # experiments/, for the benchmark's ow
 from shortcut_benchmark import slug
 
 BENCHMARK = HERE.parent / "shortcut_benchmark_runs"
-ARCHIVE = HERE.parent / "archive" / "patch_tasks_aberration" / "runs"
+# The benchmark's runs this pilot was compared with, archived when the benchmark moved on: the residual
+# lens's clean patch-task runs (the folders now hold the erase lens's) and the linear-head rotation runs.
+ARCHIVES = [HERE.parent / "archive" / name / "runs" for name in ("patch_tasks_aberration", "rotation_linear_head")]
 # the benchmark's rows this pilot compares with: the patch tasks on seeds 0 and 1, rotation on seed 0
 COMPARED = [(f"{task} {cue} / {lens}", seeds) for task in ("relative_location", "jigsaw")
             for cue in ("clean", "chromatic_aberration") for lens in ("no lens", "lens") for seeds in [(0, 1)]]
@@ -51,10 +53,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for name, seeds in COMPARED:
         for seed in seeds:
-            # the residual lens's clean patch-task runs are archived (their folder names now hold the erase lens's)
-            folder = ARCHIVE / slug(name)
-            if not folder.is_dir():
-                folder = BENCHMARK / slug(name)
+            folder = next((a / slug(name) for a in ARCHIVES if (a / slug(name)).is_dir()), BENCHMARK / slug(name))
             r = json.loads((folder / f"seed{seed}" / "metrics.json").read_text())
             ratio = "-" if r.get("edit_ratio") is None else f"{r['edit_ratio']:.1f}x"
             pretext = "-" if r.get("pretext_acc") is None else f"{100 * r['pretext_acc']:.1f}"
